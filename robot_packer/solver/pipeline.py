@@ -1,0 +1,97 @@
+"""``solve(problem, config) -> Plan``: precheck, propose, exact check, plan steps, verify."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from robot_packer import constraints as C
+from robot_packer import planning
+from robot_packer.problem import PackingProblem, Plan, unverified
+from robot_packer.solver.base import Solver, SolverConfig, make_solver, resolve_device
+from robot_packer.solver.feasibility import infeasibility_reason
+
+
+def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
+          solver: Solver | None = None) -> Plan:
+    """Solve ``problem`` within ``config.time_budget_s``; never raises for an unsolvable problem.
+
+    Pass a ready ``solver`` (from :func:`make_solver`) to reuse loaded models across solves.
+    """
+    start = time.monotonic()
+    deadline = start + config.time_budget_s
+    info = {"name": config.solver, "device": str(resolve_device(config.device)),
+            "candidates": config.candidates, "time_s": 0.0, "seed": config.seed}
+    reason = infeasibility_reason(problem)
+    if reason:
+        return _finish(Plan("infeasible", reason, solver=info), problem, start)
+    solver = solver or make_solver(config)
+    cands = solver.propose(problem, config, deadline)
+    info["samples"] = cands.samples
+    plan = _best_plan(problem, config, cands, info, deadline)
+    return _finish(plan, problem, start)
+
+
+def _best_plan(problem, config, cands, info, deadline) -> Plan:
+    """First candidate (in rank order) passing the exact check and, if asked, verification."""
+    best = None
+    verified_tries = 0
+    for poses in cands.poses:
+        order = C.placement_order(problem, poses)
+        results = C.check(problem, poses, order)
+        if best is None or C.total(results) < C.total(best[1]):
+            best = (poses, results, order)
+        if not C.all_satisfied(results):
+            continue
+        plan = _plan(problem, "solved", "", info, poses, results, order)
+        if not config.verify:
+            return plan
+        plan.verification = verify(problem, plan)
+        verified_tries += 1
+        if plan.verification["passed"]:
+            return plan
+        last_failed = plan
+        if verified_tries >= config.verify_top_k or time.monotonic() > deadline + 1.0:
+            break
+    if verified_tries:
+        reasons = "; ".join(last_failed.verification.get("reasons", [])) or "see verification"
+        last_failed.message = (f"exact constraints hold but simulation verification failed for "
+                               f"{verified_tries} candidate(s): {reasons}")
+        return last_failed
+    if best is None:
+        status = "timeout" if cands.timed_out else "failed"
+        return Plan(status, "the solver produced no finite candidate", solver=info)
+    poses, results, order = best
+    status = "timeout" if cands.timed_out else "failed"
+    return _plan(problem, status, "best candidate violates: " + C.describe_failures(results),
+                 info, poses, results, order)
+
+
+def _plan(problem, status, message, info, poses, results, order) -> Plan:
+    ids = problem.ids
+    listed = [r.to_dict() for r in results]
+    has_poses = all(item.pose is not None for item in problem.items)
+    steps = planning.make_steps(problem, poses, order) if has_poses else []
+    return Plan(status, message, "world", dict(info),
+                placements={i: [round(float(v), 6) for v in p] for i, p in zip(ids, poses)},
+                sizes={i: [round(float(v), 6) for v in it.size] for i, it in zip(ids, problem.items)},
+                steps=steps, constraints=listed, verification=unverified())
+
+
+def verify(problem: PackingProblem, plan: Plan) -> dict:
+    """PyBullet verification block of a plan (imported lazily: only sim/ imports pybullet)."""
+    from robot_packer.sim.verify import verify_plan
+
+    return verify_plan(problem, plan)
+
+
+def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:
+    plan.solver["time_s"] = round(time.monotonic() - start, 4)
+    if not plan.sizes:
+        plan.sizes = {it.id: [round(float(v), 6) for v in it.size] for it in problem.items}
+    return plan
+
+
+def placements_array(plan: Plan, problem: PackingProblem) -> np.ndarray:
+    """(n, 4) container-frame placements of a plan in problem order."""
+    return plan.poses(problem.ids)
