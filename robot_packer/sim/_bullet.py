@@ -6,6 +6,7 @@ which would corrupt JSON printed by the CLI; both are silenced here by redirecti
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 from typing import Iterator
@@ -25,9 +26,18 @@ def quiet_stdout() -> Iterator[None]:
         os.dup2(devnull, fd)
         yield
     finally:
+        _libc_fflush()
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+def _libc_fflush() -> None:
+    """Flush C stdio buffers (text printed by the extension before the fd is restored)."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 with quiet_stdout():
