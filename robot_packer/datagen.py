@@ -188,19 +188,23 @@ def _fragile(sizes, poses, rng, cfg):
 
 
 def _table_poses(items, container, rng):
-    """Current poses: rows on the table on both sides of the container, within the arm's reach."""
-    out, x, side_rows = [], {1: 0.30, -1: 0.30}, {1: 0, -1: 0}
-    row_depth = 0.22
+    """Current poses: rows on the table on both sides of the container, long side along x."""
+    out = []
+    near = container.size[1] / 2 + container.wall + 0.06
+    x, row_y, row_depth = {1: 0.20, -1: 0.20}, {1: near, -1: near}, {1: 0.0, -1: 0.0}
     for k, item in enumerate(items):
         side = 1 if k % 2 else -1
-        length = float(item.size[0])
-        if x[side] + length > 0.72:
-            side_rows[side] += 1
-            x[side] = 0.30
+        turn = item.size[1] > item.size[0]
+        length, depth = (item.size[1], item.size[0]) if turn else (item.size[0], item.size[1])
+        if x[side] + length > 0.80:
+            row_y[side] += row_depth[side] + 0.04
+            x[side], row_depth[side] = 0.20, 0.0
+        row_depth[side] = max(row_depth[side], depth)
         cx = x[side] + length / 2
-        cy = side * (container.size[1] / 2 + 0.16 + side_rows[side] * row_depth)
-        out.append(replace(item, pose=np.array([cx, cy, item.size[2] / 2, 0.0])))
-        x[side] += length + 0.05
+        cy = side * (row_y[side] + depth / 2)
+        yaw = math.pi / 2 if turn else 0.0
+        out.append(replace(item, pose=np.array([cx, cy, item.size[2] / 2, yaw])))
+        x[side] += length + 0.04
     return out
 
 

@@ -187,7 +187,8 @@ class Gripper:
         if self.type not in ("parallel", "suction"):
             raise SceneError(f"gripper.type: must be 'parallel' or 'suction', got {self.type!r}")
         _number(self.max_opening, "gripper.max_opening", positive=True)
-        object.__setattr__(self, "finger", tuple(_vector(self.finger, 3, "gripper.finger", True)))
+        object.__setattr__(self, "finger",
+                           tuple(float(v) for v in _vector(self.finger, 3, "gripper.finger", True)))
         _number(self.cup_radius, "gripper.cup_radius", positive=True)
 
 
@@ -382,11 +383,11 @@ def problem_to_dict(problem: PackingProblem) -> dict:
             o["mesh"] = item.mesh
         objects.append(o)
     g = problem.gripper
-    gripper: dict[str, Any] = ({"type": "parallel", "max_opening": g.max_opening,
+    gripper: dict[str, Any] = ({"type": "parallel", "max_opening": float(g.max_opening),
                                 "finger": list(g.finger)} if g.type == "parallel"
-                               else {"type": "suction", "cup_radius": g.cup_radius})
+                               else {"type": "suction", "cup_radius": float(g.cup_radius)})
     return {
-        "container": {"size": _floats(c.size), "pose": _floats(c.pose), "wall": c.wall},
+        "container": {"size": _floats(c.size), "pose": _floats(c.pose), "wall": float(c.wall)},
         "objects": objects,
         "constraints": [con.to_list() for con in problem.constraints],
         "rules": {"heavy_below": problem.rules.heavy_below,
