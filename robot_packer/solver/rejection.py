@@ -1,0 +1,158 @@
+"""``rejection``: the sequential sampling baseline of the seed paper, plus the partial checker.
+
+One attempt places the objects one at a time in a random order. For each object up to
+``tries`` poses are drawn: x, y uniform over the positions that keep the footprint inside the
+container, yaw from {0°, 90°} plus a uniform jitter of ±``yaw_jitter_deg`` (default 2°), and z the
+resting height (the floor, or the top of the highest placed box under the footprint). The first
+draw that passes the exact checks on the partial placement is kept (in, cfree, stable support,
+heavy_below/fragile, gripper fingers against walls and placed objects, and every listed relation
+whose arguments are all placed); when none does, the attempt is abandoned. Complete placements are
+checked in full; attempts repeat until one passes, the deadline passes, or ``keep`` complete
+(but failing) placements were collected.
+
+The draws of one object are evaluated as one batch, which is equivalent to trying them one by one
+and keeping the first that passes.
+
+Options (``SolverConfig.options``): ``tries`` (50), ``yaw_jitter_deg`` (2.0), ``keep`` (64).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from robot_packer import constraints as C
+from robot_packer.problem import PackingProblem
+from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
+
+FAR = 1.0e3  # where not-yet-placed objects wait (metres): far from everything
+
+
+class PartialChecker:
+    """Exact (float64) checks of one object's candidate poses against a partial placement.
+
+    ``poses`` (n, 4) holds the placed objects; unplaced ones wait far away. Violations are the
+    registry's own functions, so "passes" here means exactly what the full checker means for
+    the constraints whose arguments are all placed.
+    """
+
+    def __init__(self, problem: PackingProblem):
+        self.problem = problem
+        self.cp = C.compile_problem(problem, dtype=torch.float64)
+        self.geom = self.cp.geom
+        self.n = len(problem.items)
+        self.grasp_excess = torch.as_tensor(C.grasp_excess(problem))
+        self.relations = [(name, rows) for name, rows in self.cp.edges.items()
+                          if name not in ("in", "cfree", "stable", "gripper_clear") and len(rows)]
+        self.reset()
+
+    def reset(self) -> None:
+        k = torch.arange(self.n, dtype=torch.float64)
+        self.poses = torch.stack([FAR * (2 + k), torch.full_like(k, FAR), torch.full_like(k, -FAR),
+                                  torch.zeros_like(k)], -1)
+        self.placed: list[int] = []
+
+    def place(self, i: int, pose) -> None:
+        self.poses[i] = torch.as_tensor(np.asarray(pose, dtype=np.float64))
+        self.placed.append(i)
+
+    def resting_z(self, i: int, xy_yaw: torch.Tensor) -> torch.Tensor:
+        """(B,) centre z of object i resting at (x, y, yaw) rows of ``xy_yaw`` (B, 3)."""
+        s = self.geom.sizes
+        b = xy_yaw.shape[0]
+        floor = torch.zeros(b, dtype=torch.float64)
+        if self.placed:
+            j = torch.tensor(self.placed)
+            cand = torch.cat([xy_yaw[:, :2], torch.zeros(b, 1, dtype=torch.float64),
+                              xy_yaw[:, 2:]], -1)
+            k = len(self.placed)
+            sep = C.sat_separation(cand[:, None].expand(b, k, 4), s[i].expand(b, k, 3),
+                                   self.poses[j][None].expand(b, k, 4), s[j].expand(b, k, 3))
+            tops = (self.poses[j, 2] + 0.5 * s[j, 2])[None].expand(b, -1)
+            tops = torch.where(sep < -C.TOL.slack, tops, torch.zeros_like(tops))
+            floor = tops.max(-1).values
+        return floor + 0.5 * s[i, 2]
+
+    def violation(self, i: int, cand: torch.Tensor) -> torch.Tensor:
+        """(B,) total violation (m) of placing object i at ``cand`` (B, 4) after ``placed``."""
+        g, s = self.geom, self.geom.sizes
+        b = cand.shape[0]
+        full = self.poses[None].repeat(b, 1, 1)
+        full[:, i] = cand
+        v = C.REGISTRY["in"].violation(full, g, torch.tensor([[i]]))[:, 0]
+        placed = torch.tensor(self.placed, dtype=torch.long)
+        done = set(self.placed) | {i}
+        if self.placed:
+            pairs = torch.stack([torch.full_like(placed, i), placed], -1)
+            v = v + C.REGISTRY["cfree"].violation(full, g, pairs).sum(-1)
+        if "stable" in self.cp.edges:
+            v = v + C.REGISTRY["stable"].violation(full, g, torch.tensor([[i]]))[:, 0]
+        for name, rows in self.relations:
+            keep = [r for r in rows.tolist() if _objects(name, r) <= done and i in _objects(name, r)]
+            if keep:
+                v = v + C.REGISTRY[name].violation(full, g, torch.tensor(keep)).sum(-1)
+        if "gripper_clear" in self.cp.edges:
+            v = v + self.grasp_excess[i] + C.finger_wall_violation(cand, s[i].expand(b, 3), g)
+            for j in self.placed:
+                v = v + C.finger_object_violation(cand, s[i].expand(b, 3),
+                                                  self.poses[j].expand(b, 4), s[j].expand(b, 3), g)
+        return v
+
+
+def _objects(name: str, row: list[int]) -> set[int]:
+    """Object indices of an edge row (a region's second column is not an object)."""
+    return {row[0]} if name == "region" else set(row)
+
+
+@register_solver("rejection")
+class RejectionSolver:
+    """Sequential rejection sampling (see the module docstring)."""
+
+    def __init__(self, config: SolverConfig):
+        self.tries = int(config.options.get("tries", 50))
+        self.jitter = math.radians(float(config.options.get("yaw_jitter_deg", 2.0)))
+        self.keep = int(config.options.get("keep", 64))
+
+    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+        rng = np.random.default_rng(config.seed)
+        checker = PartialChecker(problem)
+        found, viol, samples, timed_out = [], [], 0, False
+        while not any(v <= 0.0 for v in viol) and len(found) < self.keep:
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            poses, drawn = self._attempt(problem, checker, rng)
+            samples += drawn
+            if poses is not None:
+                found.append(poses)
+                viol.append(C.total(C.check(problem, poses)))
+        if not found:
+            n = len(problem.items)
+            return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
+        return ranked(np.stack(found), np.array(viol), samples, timed_out)
+
+    def _attempt(self, problem, checker, rng):
+        """One sequential attempt: (n, 4) placement or None, and the number of draws used."""
+        checker.reset()
+        L, W, _ = problem.container.size
+        drawn = 0
+        for i in rng.permutation(len(problem.items)):
+            size = problem.sizes[i]
+            yaw = rng.integers(0, 2, self.tries) * (math.pi / 2) + rng.uniform(
+                -self.jitter, self.jitter, self.tries)
+            c, s = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
+            hx = 0.5 * (c * size[0] + s * size[1])
+            hy = 0.5 * (s * size[0] + c * size[1])
+            x = rng.uniform(-1, 1, self.tries) * np.maximum(L / 2 - hx, 0.0)
+            y = rng.uniform(-1, 1, self.tries) * np.maximum(W / 2 - hy, 0.0)
+            xyy = torch.as_tensor(np.stack([x, y, yaw], -1))
+            z = checker.resting_z(int(i), xyy)
+            cand = torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
+            ok = torch.nonzero(checker.violation(int(i), cand) <= 0.0).flatten()
+            if len(ok) == 0:
+                return None, drawn + self.tries
+            drawn += int(ok[0]) + 1
+            checker.place(int(i), cand[int(ok[0])])
+        return checker.poses.numpy().copy(), drawn
