@@ -112,7 +112,7 @@ def cloud_to_arrays(msg: PointCloud2, max_points: int = DEFAULT_MAX_POINTS,
     if n == 0:
         raise ValueError("cloud is empty (0 points)")
     dtype = _field_dtype(msg.fields, msg.point_step, msg.is_bigendian)
-    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.row_step)
+    raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8).reshape(msg.height, msg.row_step)
     rows = np.ascontiguousarray(raw[:, :msg.width * msg.point_step])
     pts_struct = rows.reshape(-1).view(dtype)
     xyz = np.stack([_first(pts_struct[a]).astype(np.float64) for a in "xyz"], axis=1)
