@@ -124,33 +124,35 @@ class Panda:
 
         Tries the given orientation and its half turn about the tool z axis (the parallel
         gripper is symmetric), from several seeds, refining each by repeated calls of Bullet's
-        damped null-space IK; a solution must lie within the joint limits.
+        damped null-space IK; a solution must lie within the joint limits. Leaves the arm at the
+        solution (or at the last attempt).
         """
-        pos = np.asarray(pos, float)
-        target = pos.copy()
-        lo, hi = self.lower.tolist(), self.upper.tolist()
-        ranges = (self.upper - self.lower).tolist()
         seeds = self.seeds(pos)[:max_seeds]
         for q_goal in (tuple(quat), flip_about_z(quat)):
             for seed in seeds:
-                q = self._refine(seed, target, q_goal, lo, hi, ranges, settings)
+                q = self.refine(seed, pos, q_goal, settings)
                 if q is not None:
                     return q
         return None
 
-    def _refine(self, seed, target, quat, lo, hi, ranges, settings: IKSettings):
+    def refine(self, seed: Sequence[float], pos: Sequence[float], quat: Sequence[float],
+               settings: IKSettings = IKSettings()) -> np.ndarray | None:
+        """IK from one seed: joints within limits reaching the pose within tolerance, or None."""
+        target = [float(v) for v in pos]
+        lo, hi = self.lower.tolist(), self.upper.tolist()
+        ranges = (self.upper - self.lower).tolist()
         self.set_arm(seed)
         tol_ang = math.radians(settings.ang_tol_deg)
-        rest = list(seed) + [FINGER_MAX, FINGER_MAX]
+        rest = [float(v) for v in seed] + [FINGER_MAX, FINGER_MAX]
         for _ in range(settings.refinements):
             sol = self.client.calculateInverseKinematics(
-                self.body, self.tcp_link, target.tolist(), list(quat), lowerLimits=lo,
-                upperLimits=hi, jointRanges=ranges, restPoses=rest,
-                maxNumIterations=settings.iterations, residualThreshold=1e-5)
+                self.body, self.tcp_link, target, list(quat), lowerLimits=lo, upperLimits=hi,
+                jointRanges=ranges, restPoses=rest, maxNumIterations=settings.iterations,
+                residualThreshold=1e-5)
             q = np.clip(np.array(sol[:7]), self.lower[:7], self.upper[:7])
             self.set_arm(q)
             pe, ae = self.pose_error(target, quat)
-            if pe <= 0.2 * settings.pos_tol and ae <= 0.2 * tol_ang:
+            if pe <= 0.1 * settings.pos_tol and ae <= 0.1 * tol_ang:
                 return q
         return q if pe <= settings.pos_tol and ae <= tol_ang else None
 

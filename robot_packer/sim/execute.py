@@ -1,0 +1,222 @@
+"""Execute a plan with the simulated Franka Panda: pick each object from the table, place it.
+
+Per step (in plan order): joint-space move to a transit pose above the pick, straight-line descent
+(IK at every waypoint), grasp (fixed constraint between the TCP link and the object, made only
+at an IK-valid arm configuration), straight lift to the transit height, joint-space move above
+the place pose, straight descent, release, straight retreat. Physics runs while the arm moves, so
+objects that get bumped move. The arm follows its joint waypoints kinematically (reset per
+physics step, with position targets holding it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from robot_packer.problem import PackingProblem, Plan
+from robot_packer.sim._bullet import p
+from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
+from robot_packer.sim.verify import plan_inputs
+from robot_packer.sim.world import SimSettings, SimWorld
+
+
+class SimulationError(RuntimeError):
+    """The simulated robot could not carry out a step (no IK along a path, lost object)."""
+
+
+@dataclass(frozen=True)
+class ExecuteSettings:
+    """Motion parameters (m, s, rad) and the acceptance of a placed object."""
+
+    line_speed: float = 0.25       # m/s along straight approach/retreat lines
+    joint_speed: float = 1.2       # rad/s of the fastest joint in joint-space moves
+    waypoint_step: float = 0.01    # m between IK waypoints on straight lines
+    clearance: float = 0.05        # m above rim / other tops while carrying
+    settle_after_place_s: float = 0.3
+    final_settle_s: float = 1.0
+    pos_tol: float = 0.015         # success: every object within 1.5 cm ...
+    yaw_tol_deg: float = 5.0       # ... and 5 deg of its planned pose
+    sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=50))
+    ik: IKSettings = IKSettings(pos_tol=0.005, ang_tol_deg=3.0)
+
+
+@dataclass
+class ExecutionReport:
+    """Outcome of an execution. Poses (n, 4) world frame, problem item order."""
+
+    success: bool
+    message: str
+    planned_poses: np.ndarray
+    final_poses: np.ndarray
+    position_error: np.ndarray    # (n,) m, centre distance to the planned pose
+    yaw_error_deg: np.ndarray     # (n,) deg, modulo the box's half-turn symmetry
+    steps_done: int = 0
+    before: np.ndarray | None = None   # (H, W, 3) uint8
+    after: np.ndarray | None = None
+
+    def summary(self) -> dict:
+        """JSON-ready summary (no images)."""
+        return {"success": self.success, "message": self.message, "steps_done": self.steps_done,
+                "max_position_error_m": round(float(self.position_error.max(initial=0.0)), 5),
+                "max_yaw_error_deg": round(float(self.yaw_error_deg.max(initial=0.0)), 3)}
+
+
+def execute_plan(problem: PackingProblem, plan: Plan | np.ndarray,
+                 rng: np.random.Generator | None = None, record: bool = True,
+                 settings: ExecuteSettings = ExecuteSettings()) -> ExecutionReport:
+    """Run the plan's steps with the Panda; items start at their current world poses.
+
+    Args:
+        problem: the problem (items need current world poses).
+        plan: a Plan (its steps, or steps made from its placements) or (n, 4) placements.
+        rng: unused by the deterministic motions; accepted for interface symmetry.
+        record: render before/after RGB pictures.
+        settings: motion settings.
+    """
+    del rng
+    poses, steps, order = plan_inputs(problem, plan)
+    planned = problem.container.to_world(poses)
+    with SimWorld(problem, robot=True, visuals=record, settings=settings.sim) as world:
+        from robot_packer.sim.render import render_cell
+
+        before = render_cell(world) if record else None
+        arm = _Arm(world, settings)
+        done, message = 0, "all steps executed"
+        try:
+            for st in steps:
+                arm.pick_and_place(st, problem.index(st["object"]))
+                done += 1
+            arm.retreat_home()
+        except SimulationError as exc:
+            message = f"step {done} ({steps[done]['object']}): {exc}"
+        world.step(settings.final_settle_s)
+        final = world.object_poses()
+        after = render_cell(world) if record else None
+    pos_err = np.linalg.norm(final[:, :3] - planned[:, :3], axis=1)
+    yaw_err = np.degrees(np.abs((final[:, 3] - planned[:, 3] + math.pi / 2) % math.pi - math.pi / 2))
+    ok = (done == len(steps) and bool(np.all(pos_err <= settings.pos_tol))
+          and bool(np.all(yaw_err <= settings.yaw_tol_deg)))
+    if done == len(steps) and not ok:
+        worst = int(np.argmax(pos_err / settings.pos_tol + yaw_err / settings.yaw_tol_deg))
+        message = (f"{problem.ids[worst]} ended {pos_err[worst] * 1000:.1f} mm / "
+                   f"{yaw_err[worst]:.1f} deg from its planned pose")
+    return ExecutionReport(ok, message, planned, final, pos_err, yaw_err, done, before, after)
+
+
+class _Arm:
+    """Motion primitives of the Panda in one world (kinematic joint waypoints + physics)."""
+
+    def __init__(self, world: SimWorld, settings: ExecuteSettings) -> None:
+        self.world, self.s = world, settings
+        self.c = world.client
+        self.panda = Panda(world.client, world.robot_id)
+        self.q = self.panda.arm_q()
+        self.opening = 0.08
+        self.grasp_cid: int | None = None
+
+    # ---------------------------------------------------------------- primitives
+    def _apply(self, q: np.ndarray, steps: int = 1) -> None:
+        self.panda.set_arm(q)
+        self.panda.set_fingers(self.opening)
+        self.panda.hold(q, self.opening)
+        for _ in range(steps):
+            self.c.stepSimulation()
+        self.q = np.asarray(q, float)
+
+    def move_joints(self, q_goal: np.ndarray) -> None:
+        """Smooth joint-space interpolation from the current configuration."""
+        dq = np.asarray(q_goal) - self.q
+        duration = max(0.3, float(np.abs(dq).max()) / self.s.joint_speed)
+        n = max(1, int(round(duration / self.world.settings.timestep)))
+        q0 = self.q.copy()
+        for k in range(1, n + 1):
+            s = k / n
+            self._apply(q0 + dq * (3 * s * s - 2 * s * s * s))
+
+    def ik(self, pos: Sequence[float], quat: Sequence[float]) -> np.ndarray:
+        q = self.panda.solve_ik(pos, quat, self.s.ik)
+        self.panda.set_arm(self.q)  # IK moved the joints while searching
+        if q is None:
+            raise SimulationError(f"no IK solution at ({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+        return q
+
+    def move_line(self, start: np.ndarray, goal: np.ndarray, quat: Sequence[float]) -> None:
+        """Straight TCP line at fixed orientation, IK seeded from the previous waypoint."""
+        length = float(np.linalg.norm(goal - start))
+        n_way = max(1, int(math.ceil(length / self.s.waypoint_step)))
+        per = max(1, int(round(length / n_way / self.s.line_speed / self.world.settings.timestep)))
+        quat = self._tool_quat(quat)
+        for k in range(1, n_way + 1):
+            target = start + (goal - start) * k / n_way
+            q = self._track(target, quat)
+            self._apply(q, per)
+
+    def _track(self, target: np.ndarray, quat) -> np.ndarray:
+        """IK for a nearby target from the current joints (no restarts: the path stays smooth)."""
+        q = self.panda.refine(self.q, target, quat, self.s.ik)
+        if q is None:
+            raise SimulationError(f"the straight path leaves the workspace at "
+                                  f"({target[0]:.3f}, {target[1]:.3f}, {target[2]:.3f})")
+        return q
+
+    def _tool_quat(self, quat) -> tuple:
+        """The plan's orientation or its half-turn twin, whichever the current joints hold."""
+        self.panda.set_arm(self.q)
+        _, cur = self.panda.tcp_pose()
+        flipped = flip_about_z(quat)
+        return tuple(quat) if quat_angle(cur, quat) <= quat_angle(cur, flipped) else flipped
+
+    # ---------------------------------------------------------------- grasping
+    def grasp(self, body: int, width: float) -> None:
+        self.opening = width + 0.002
+        self._apply(self.q, 24)
+        tcp_pos, tcp_q = self.panda.tcp_pose()
+        obj_pos, obj_q = self.c.getBasePositionAndOrientation(body)
+        inv_p, inv_q = self.c.invertTransform(tcp_pos.tolist(), tcp_q.tolist())
+        rel_p, rel_q = self.c.multiplyTransforms(inv_p, inv_q, obj_pos, obj_q)
+        self.grasp_cid = self.c.createConstraint(
+            self.world.robot_id, self.panda.tcp_link, body, -1, p.JOINT_FIXED, (0, 0, 0),
+            rel_p, (0, 0, 0), rel_q, (0, 0, 0, 1))
+        self.c.changeConstraint(self.grasp_cid, maxForce=2000.0)
+
+    def release(self) -> None:
+        if self.grasp_cid is not None:
+            self.c.removeConstraint(self.grasp_cid)
+            self.grasp_cid = None
+        self.opening = 0.08
+        self._apply(self.q, int(round(self.s.settle_after_place_s / self.world.settings.timestep)))
+
+    # ---------------------------------------------------------------- one step
+    def pick_and_place(self, step: dict, i: int) -> None:
+        problem = self.world.problem
+        size = problem.items[i].size
+        pick = np.asarray(step["pick"]["position"], float)
+        place = np.asarray(step["place"]["position"], float)
+        q_pick, q_place = step["pick"]["orientation"], step["place"]["orientation"]
+        transit = self._transit_height(i, pick, place)
+        width = float(size[:2].min())
+        self.opening = min(0.08, width + 0.02)
+        above_pick = np.array([pick[0], pick[1], transit])
+        self.move_joints(self.ik(above_pick, q_pick))
+        self.move_line(above_pick, pick, q_pick)
+        self.grasp(self.world.object_ids[i], width)
+        self.move_line(pick, above_pick, q_pick)
+        above_place = np.array([place[0], place[1], transit])
+        self.move_joints(self.ik(above_place, q_place))
+        self.move_line(above_place, place, q_place)
+        self.release()
+        self.move_line(place, above_place, q_place)
+
+    def _transit_height(self, i: int, pick: np.ndarray, place: np.ndarray) -> float:
+        """TCP height that carries object i clear of the rim and every other object's top."""
+        problem = self.world.problem
+        poses = self.world.object_poses()
+        tops = [poses[j, 2] + problem.items[j].size[2] / 2 for j in range(len(poses)) if j != i]
+        rim = problem.container.pose[2] + problem.container.size[2]
+        highest = max([rim, pick[2], place[2], *tops])
+        return float(highest + problem.items[i].size[2] + self.s.clearance)
+
+    def retreat_home(self) -> None:
+        self.move_joints(np.array(HOME))

@@ -1,0 +1,259 @@
+"""PyBullet verification of a plan: the DESIGN.md §6 ``verification`` block.
+
+``verify_plan`` places every object at its planned pose, measures the initial interpenetration,
+lets the packing settle (friction 0.6, ``TOL.settle_time_s``), re-checks the exact constraints on
+the settled state, checks gripper clearance in plan order, and checks that a Franka Panda reaches
+every pick and place pose (IK within 1 cm / 5 deg, joint limits) without the arm hitting the
+container or objects already placed. Physics trouble never escapes as an exception: it fails the
+verification with a reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+from robot_packer import constraints as C
+from robot_packer.constraints import TOL
+from robot_packer.problem import PackingProblem, Plan, SceneError
+from robot_packer.sim.robot import IKSettings, Panda
+from robot_packer.sim.world import SimSettings, SimWorld, quat_angle
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Verification thresholds and the (coarse, fast) physics used for settling."""
+
+    penetration_tol: float = 0.002   # m of initial interpenetration tolerated (1 mm slack + contact)
+    flyoff: float = 0.5              # m: a centre moving further than this means the sim diverged
+    sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=10))
+    ik: IKSettings = IKSettings()
+
+
+def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
+                order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
+                settings: VerifySettings = VerifySettings()) -> dict:
+    """Verify placements in PyBullet.
+
+    Args:
+        problem: the packing problem.
+        plan_or_poses: a :class:`Plan` (placements and, if present, steps) or an (n, 4)
+            array of container-frame placements in problem item order.
+        order: placing order (indices or ids); default: the plan's steps, else
+            :func:`robot_packer.constraints.placement_order`.
+        settle_s: simulated settling time (s).
+        settings: thresholds and physics settings.
+
+    Returns:
+        ``{"simulator": "pybullet", "passed", "max_drift_m", "max_penetration_m", "reachable",
+        "gripper_clear", "reasons": [str, ...]}``.
+
+    Raises:
+        SceneError: the plan lacks a placement for some object or has a malformed step.
+    """
+    poses, steps, order = plan_inputs(problem, plan_or_poses, order)
+    reasons: list[str] = []
+    out = {"simulator": "pybullet", "passed": False, "max_drift_m": None,
+           "max_penetration_m": None, "reachable": None, "gripper_clear": None}
+    exact_ok = _exact(problem, poses, order, "planned", reasons)
+    grip = C.gripper_violation(problem, poses, order)
+    out["gripper_clear"] = bool(grip <= 0.0)
+    if grip > 0.0:
+        reasons.append(f"gripper_clear: fingers hit walls or placed objects by "
+                       f"{grip * 1000:.1f} mm in plan order")
+    physics_ok = False
+    try:
+        with SimWorld(problem, poses, frame="container", robot=False, visuals=False,
+                      settings=settings.sim) as world:
+            pen = max_penetration(world)
+            out["max_penetration_m"] = round(pen, 6)
+            if pen > settings.penetration_tol:
+                reasons.append(f"penetration: objects interpenetrate by {pen * 1000:.1f} mm "
+                               f"before settling (limit {settings.penetration_tol * 1000:.1f} mm)")
+            settled, still = _settle(world, settle_s, settings, out, reasons)
+            if settled is not None:
+                after_ok = _exact(problem, settled, order, "after settling", reasons)
+                physics_ok = (after_ok and pen <= settings.penetration_tol
+                              and (still or not problem.rules.stable))
+            world.set_object_poses(poses, "container")
+            world.add_robot()
+            out["reachable"] = check_reach(world, steps, order, settings.ik, reasons)
+    except Exception as exc:  # pybullet.error and numerical failures: report, never raise
+        reasons.append(f"simulation error: {type(exc).__name__}: {exc}")
+    grip_ok = out["gripper_clear"] or not problem.rules.gripper_clear
+    out["passed"] = bool(exact_ok and physics_ok and grip_ok and out["reachable"])
+    out["reasons"] = reasons
+    return out
+
+
+def plan_inputs(problem: PackingProblem, plan_or_poses, order=None
+                ) -> tuple[np.ndarray, list[dict], list[int]]:
+    """(placements (n, 4) container frame, steps in execution order, order as indices)."""
+    ids = problem.ids
+    plan = plan_or_poses if isinstance(plan_or_poses, Plan) else None
+    poses = plan.poses(ids) if plan else np.asarray(plan_or_poses, dtype=np.float64)
+    if poses.shape != (len(ids), 4) or not np.all(np.isfinite(poses)):
+        raise SceneError(f"placements: expected finite ({len(ids)}, 4), got {poses.shape}")
+    if order is not None:
+        order = [problem.index(o) if isinstance(o, str) else int(o) for o in order]
+    steps = list(plan.steps) if plan and plan.steps else []
+    if steps:
+        for k, st in enumerate(steps):
+            _check_step(st, k, ids)
+        order = order or [ids.index(st["object"]) for st in steps]
+    order = order if order is not None else C.placement_order(problem, poses)
+    if sorted(order) != list(range(len(ids))):
+        raise SceneError(f"order: must list every object once, got {order}")
+    if not steps:
+        steps = make_steps(problem, poses, order)
+    by_obj = {st["object"]: st for st in steps}
+    return poses, [by_obj[ids[i]] for i in order if ids[i] in by_obj], order
+
+
+def make_steps(problem: PackingProblem, poses: np.ndarray, order: Sequence[int]) -> list[dict]:
+    """Steps from ``robot_packer.planning`` (DESIGN §6 convention); place-only if no pick pose."""
+    from robot_packer import planning
+
+    if all(it.pose is not None for it in problem.items):
+        return planning.make_steps(problem, poses, order)
+    steps = []
+    for i in order:
+        item = problem.items[i]
+        st = {"object": item.id,
+              "place": planning.tcp_pose(problem.container.to_world(poses[i]), item.size)}
+        if item.pose is not None:
+            st["pick"] = planning.tcp_pose(item.pose, item.size)
+        steps.append(st)
+    return steps
+
+
+def _check_step(st, k: int, ids: Sequence[str]) -> None:
+    if not isinstance(st, dict) or st.get("object") not in ids:
+        raise SceneError(f"plan.steps[{k}].object: must be one of the scene's object ids")
+    for key in ("pick", "place"):
+        pose = st.get(key)
+        if pose is None and key == "pick":
+            continue
+        try:
+            pos = np.asarray(pose["position"], float)
+            quat = np.asarray(pose["orientation"], float)
+        except (TypeError, KeyError, ValueError):
+            raise SceneError(f"plan.steps[{k}].{key}: needs position [x,y,z] and "
+                             f"orientation [qx,qy,qz,qw]") from None
+        if (pos.shape != (3,) or quat.shape != (4,) or not np.all(np.isfinite(pos))
+                or not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-6):
+            raise SceneError(f"plan.steps[{k}].{key}: position must be 3 finite numbers and "
+                             f"orientation a non-zero quaternion of 4")
+
+
+def _exact(problem, poses, order, when: str, reasons: list[str]) -> bool:
+    """Exact constraints (listed, in, cfree, heavy_below/fragile, stable) on one placement.
+
+    ``gripper_clear`` is left out here (checked once, in plan order, by the caller).
+    """
+    no_grip = replace(problem, rules=replace(problem.rules, gripper_clear=False))
+    results = C.check(no_grip, poses, order)
+    bad = [r for r in results if not r.satisfied]
+    if bad:
+        reasons.append(f"{when}: {C.describe_failures(bad, limit=4)}")
+    return not bad
+
+
+def max_penetration(world: SimWorld) -> float:
+    """Largest interpenetration (m, >= 0) between an object and anything, before stepping."""
+    c = world.client
+    c.performCollisionDetection()
+    objs = set(world.object_ids)
+    worst = 0.0
+    for cp in c.getContactPoints():
+        if cp[1] in objs or cp[2] in objs:
+            worst = max(worst, -float(cp[8]))
+    return worst
+
+
+def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dict,
+            reasons: list[str]) -> tuple[np.ndarray | None, bool]:
+    """Step ``settle_s`` and fill max_drift_m.
+
+    Returns the settled container-frame poses (None if the simulation diverged) and whether
+    every object stayed within the drift and rotation limits.
+    """
+    start = world.object_poses()
+    q0 = world.object_quaternions()
+    n = int(round(settle_s / settings.sim.timestep))
+    for k in range(n):
+        world.client.stepSimulation()
+        if k % 60 == 59 or k == n - 1:
+            now = world.object_poses()
+            moved = np.linalg.norm(now[:, :3] - start[:, :3], axis=1) if np.all(
+                np.isfinite(now)) else np.array([np.inf])
+            if not np.all(np.isfinite(moved)) or moved.max() > settings.flyoff:
+                reasons.append(f"stable: the simulation diverged (an object moved more than "
+                               f"{settings.flyoff} m or became NaN)")
+                out["max_drift_m"] = None if not np.all(np.isfinite(moved)) else float(moved.max())
+                return None, False
+    end, q1 = world.object_poses(), world.object_quaternions()
+    drift = np.linalg.norm(end[:, :3] - start[:, :3], axis=1)
+    rot = np.degrees([quat_angle(a, b) for a, b in zip(q0, q1)])
+    out["max_drift_m"] = round(float(drift.max(initial=0.0)), 6)
+    ids = world.problem.ids
+    ok = True
+    for k in np.argsort(-drift):
+        if drift[k] > TOL.settle_drift:
+            reasons.append(f"stable: {ids[k]} moved {drift[k] * 1000:.1f} mm while settling "
+                           f"(limit {TOL.settle_drift * 1000:.0f} mm)")
+            ok = False
+    for k in np.argsort(-rot):
+        if rot[k] > TOL.settle_yaw_deg:
+            reasons.append(f"stable: {ids[k]} turned {rot[k]:.1f} deg while settling "
+                           f"(limit {TOL.settle_yaw_deg:.0f} deg)")
+            ok = False
+    return world.problem.container.from_world(end), ok
+
+
+def check_reach(world: SimWorld, steps: Sequence[dict], order: Sequence[int],
+                ik: IKSettings, reasons: list[str]) -> bool:
+    """IK at every pick and place pose; arm clear of the container and earlier objects at place."""
+    panda = Panda(world.client, world.robot_id)
+    problem = world.problem
+    ok = True
+    placed: list[int] = []
+    for st in steps:
+        i = problem.index(st["object"])
+        for key in ("pick", "place"):
+            if key not in st:
+                continue
+            pos, quat = st[key]["position"], _unit(st[key]["orientation"])
+            q = panda.solve_ik(pos, quat, ik)
+            if q is None:
+                reasons.append(f"reachable: no Panda IK solution to {key} {problem.items[i].id} "
+                               f"at ({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+                ok = False
+                break
+            if key == "place":
+                panda.set_fingers(_opening(problem, i))
+                hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in placed],
+                                      ik.collision_margin)
+                panda.set_fingers(0.08)
+                if hits:
+                    names = {world.container_id: "container"}
+                    names.update({world.object_ids[j]: problem.ids[j] for j in placed})
+                    what = sorted({names[b] for b, _, _ in hits})
+                    depth = max(-d for _, _, d in hits)
+                    reasons.append(f"reachable: placing {problem.ids[i]} the arm hits "
+                                   f"{', '.join(what)} ({depth * 1000:.1f} mm)")
+                    ok = False
+        placed.append(i)
+    return ok
+
+
+def _opening(problem: PackingProblem, i: int) -> float:
+    """Finger gap while placing object i: its narrower side plus the clearance on both sides."""
+    return float(problem.items[i].size[:2].min() + 2 * TOL.grip_margin)
+
+
+def _unit(q: Sequence[float]) -> list[float]:
+    q = np.asarray(q, float)
+    return (q / np.linalg.norm(q)).tolist()
+
