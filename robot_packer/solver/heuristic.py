@@ -1,0 +1,193 @@
+"""``heuristic``: deepest-bottom-left fill over extreme points, with randomized restarts.
+
+Objects are placed one at a time at yaw 0° or 90°. The candidate positions of an object are the
+extreme points of the partial packing: every combination of an x and a y taken from the container
+walls and the faces of the placed boxes (touching, or leaving room for the gripper's fingers,
+or the ``away_from`` distance), plus the centres of placed boxes (``on``, ``aligned_x/y``) and the
+edges of its ``region``. z is the resting height. Every candidate is checked exactly against the
+partial placement (:class:`~robot_packer.solver.rejection.PartialChecker`: in, cfree, support,
+heavy_below/fragile, gripper fingers, relations whose arguments are placed); among those that
+pass, the deepest one is taken, ties broken towards the attempt's corner and towards the sides
+that the object's still-pending side relations ask for.
+
+Orders tried: heavy first (fragile last), largest volume first, largest footprint first, then
+random permutations; every order respects listed ``on`` relations (the base first). The first
+restarts use the bottom-left corner; later ones a random corner and noisy scores. Complete
+placements are checked with the full exact checker; the first that passes ends the search.
+
+Options: ``keep`` (16) failing placements kept for ranking when nothing passes.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from robot_packer import constraints as C
+from robot_packer.problem import REGIONS, PackingProblem
+from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
+from robot_packer.solver.rejection import PartialChecker
+
+TOUCH = 0.0005          # gap left between touching faces (m), below TOL.slack
+_DIRECTIONS = {"left_of": (0.0, 1.0), "right_of": (0.0, -1.0), "behind": (1.0, 0.0),
+               "in_front_of": (-1.0, 0.0)}
+
+
+def _finger_gap(problem: PackingProblem) -> float:
+    """Room the parallel fingers need beside an object's narrow side (0 for suction)."""
+    if problem.gripper.type != "parallel" or not problem.rules.gripper_clear:
+        return 0.0
+    return C.TOL.grip_margin + problem.gripper.finger[1] + TOUCH
+
+
+def base_orders(problem: PackingProblem) -> list[list[int]]:
+    """Deterministic orders: heavy first (fragile last), by volume, by footprint area."""
+    sizes, masses, fragile = problem.sizes, problem.masses, problem.fragile
+    vol, area = np.prod(sizes, 1), sizes[:, 0] * sizes[:, 1]
+    idx = range(len(sizes))
+    return [sorted(idx, key=lambda i: (fragile[i], -masses[i], -vol[i])),
+            sorted(idx, key=lambda i: (fragile[i], -vol[i])),
+            sorted(idx, key=lambda i: (fragile[i], -area[i], -sizes[i, 2]))]
+
+
+def respect_on(problem: PackingProblem, order: list[int]) -> list[int]:
+    """Move each object after the base it must rest ``on`` (stable topological fix-up)."""
+    base = {problem.index(c.args[0]): problem.index(c.args[1])
+            for c in problem.constraints if c.name == "on"}
+    out: list[int] = []
+    pending = list(order)
+    while pending:
+        for k, i in enumerate(pending):
+            if base.get(i) is None or base[i] in out or base[i] not in pending:
+                out.append(pending.pop(k))
+                break
+        else:  # a cycle: infeasible anyway, keep the order
+            out.extend(pending)
+            break
+    return out
+
+
+@register_solver("heuristic")
+class HeuristicSolver:
+    """Deepest-bottom-left fill over extreme points (see the module docstring)."""
+
+    def __init__(self, config: SolverConfig):
+        self.keep = int(config.options.get("keep", 16))
+
+    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+        rng = np.random.default_rng(config.seed)
+        checker = PartialChecker(problem)
+        found, viol, timed_out = [], [], False
+        restart = 0
+        orders = base_orders(problem)
+        while not any(v <= 0.0 for v in viol):
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            order = orders[restart] if restart < len(orders) else list(rng.permutation(len(
+                problem.items)))
+            corner = (-1.0, -1.0) if restart < 2 * len(orders) else tuple(rng.choice([-1.0, 1.0], 2))
+            noise = 0.0 if restart < len(orders) else 0.02 * rng.random()
+            if restart >= len(orders) and restart < 2 * len(orders):
+                order = orders[restart - len(orders)]
+            poses = self._attempt(problem, checker, respect_on(problem, [int(i) for i in order]),
+                                  corner, noise, rng)
+            restart += 1
+            found.append(poses)
+            viol.append(C.total(C.check(problem, poses)))
+            if len(found) > self.keep:
+                worst = int(np.argmax(viol))
+                found.pop(worst)
+                viol.pop(worst)
+        if not found:
+            n = len(problem.items)
+            return Candidates(np.zeros((0, n, 4)), np.zeros(0), restart, timed_out)
+        return ranked(np.stack(found), np.array(viol), restart, timed_out)
+
+    def _attempt(self, problem, checker, order, corner, noise, rng) -> np.ndarray:
+        """Place every object in ``order``; an object with no passing candidate takes its least
+        violating one, so the attempt still yields a complete (rankable) placement."""
+        checker.reset()
+        for i in order:
+            cand = self._candidates(problem, checker, i)
+            v = checker.violation(i, cand).numpy()
+            ok = v <= 0.0
+            if ok.any():
+                score = self._score(problem, checker, i, cand.numpy(), corner)
+                score = score + noise * rng.standard_normal(len(score))
+                pick = int(np.flatnonzero(ok)[np.argmin(score[ok])])
+            else:
+                pick = int(np.argmin(v))
+            checker.place(i, cand[pick])
+        return checker.poses.numpy().copy()
+
+    def _candidates(self, problem, checker, i) -> torch.Tensor:
+        """(K, 4) extreme-point poses of object i at yaw 0 and 90°, resting height z."""
+        L, W, _ = problem.container.size
+        size = problem.sizes[i]
+        gaps = [TOUCH, _finger_gap(problem) + TOUCH, C.TOL.away + TOUCH]
+        placed = checker.poses[checker.placed].numpy()
+        psz = problem.sizes[checker.placed]
+        rows = []
+        for yaw in (0.0, math.pi / 2):
+            hx, hy = (size[0] / 2, size[1] / 2) if yaw == 0.0 else (size[1] / 2, size[0] / 2)
+            xs = self._coords(0, placed, psz, L, hx, gaps) + self._related(problem, checker, i, 0, hx)
+            ys = self._coords(1, placed, psz, W, hy, gaps) + self._related(problem, checker, i, 1, hy)
+            xs = np.unique(np.round([x for x in xs if abs(x) <= L / 2 - hx + 1e-9], 6))
+            ys = np.unique(np.round([y for y in ys if abs(y) <= W / 2 - hy + 1e-9], 6))
+            gx, gy = np.meshgrid(xs, ys, indexing="ij")
+            rows.append(np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, yaw)], -1))
+        xyy = torch.as_tensor(np.concatenate(rows))
+        z = checker.resting_z(i, xyy)
+        return torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
+
+    @staticmethod
+    def _coords(axis, placed, psz, extent, h, gaps) -> list[float]:
+        """Wall-touching and face-adjacent centre coordinates along one axis."""
+        out = [sign * (extent / 2 - h - g) for sign in (-1.0, 1.0) for g in (0.0, gaps[1])]
+        for pose, size in zip(placed, psz):
+            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
+            half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0 else (s * size[0] + c * size[1]))
+            for g in gaps:
+                out += [pose[axis] + half + h + g, pose[axis] - half - h - g]
+            out += [pose[axis] - half + h, pose[axis] + half - h]      # flush with its faces
+        return out
+
+    @staticmethod
+    def _related(problem, checker, i, axis, h) -> list[float]:
+        """Coordinates suggested by relations: a placed partner's centre, region edges."""
+        out = []
+        bounds = C.region_bounds(torch.tensor(np.array(problem.container.size))).numpy()
+        for con in problem.constraints:
+            args = [problem.index(a) for a in con.args[:1 if con.name == "region" else 2]]
+            if i not in args:
+                continue
+            if con.name == "region":
+                lo, hi = bounds[REGIONS.index(con.args[1]), 2 * axis: 2 * axis + 2]
+                out += [lo + h + TOUCH, hi - h - TOUCH]
+                continue
+            other = args[1] if args[0] == i else args[0]
+            if other in checker.placed and con.name in ("on", "aligned_x", "aligned_y",
+                                                         "close_to"):
+                out.append(float(checker.poses[other, axis]))
+        return out
+
+    @staticmethod
+    def _score(problem, checker, i, cand, corner) -> np.ndarray:
+        """Lower is better: bottom height first, then towards the corner and pending sides."""
+        size = problem.sizes[i]
+        bottom = cand[:, 2] - size[2] / 2
+        pref = np.array(corner, dtype=np.float64)
+        for con in problem.constraints:
+            if con.name in _DIRECTIONS and problem.index(con.args[0]) == i:
+                other, sign = problem.index(con.args[1]), 1.0
+            elif con.name in _DIRECTIONS and problem.index(con.args[1]) == i:
+                other, sign = problem.index(con.args[0]), -1.0
+            else:
+                continue
+            if other not in checker.placed:
+                pref = pref + 4.0 * sign * np.array(_DIRECTIONS[con.name])
+        span = problem.container.size[:2]
+        return 10.0 * np.round(bottom, 4) - (cand[:, :2] / span) @ pref
