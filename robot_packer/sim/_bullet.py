@@ -1,7 +1,7 @@
 """The one place that imports pybullet: quiet import and private physics clients.
 
-pybullet prints its build time and ``argv[0]=`` on C-level stdout when imported and connected,
-which would corrupt JSON printed by the CLI; both are silenced here by redirecting fd 1.
+pybullet prints its build time (stderr) when imported and ``argv[0]=`` (stdout) when connected,
+which would corrupt JSON printed by the CLI and its one-line errors; both are silenced here.
 """
 from __future__ import annotations
 
@@ -13,22 +13,24 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Redirect the process-level stdout (fd 1) to /dev/null inside the block."""
-    try:
-        sys.stdout.flush()
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # pytest capture or no real stdout
-        fd = 1
-    saved = os.dup(fd)
+def quiet_stdout(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
+    """Redirect process-level file descriptors (default: stdout) to /dev/null in the block."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    saved = [os.dup(fd) for fd in fds]
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, fd)
+        for fd in fds:
+            os.dup2(devnull, fd)
         yield
     finally:
         _libc_fflush()
-        os.dup2(saved, fd)
-        os.close(saved)
+        for fd, old in zip(fds, saved):
+            os.dup2(old, fd)
+            os.close(old)
         os.close(devnull)
 
 
@@ -40,7 +42,7 @@ def _libc_fflush() -> None:
         pass
 
 
-with quiet_stdout():
+with quiet_stdout((1, 2)):  # the build-time banner goes to stderr
     import pybullet  # noqa: E402
     import pybullet_data  # noqa: E402
     from pybullet_utils.bullet_client import BulletClient  # noqa: E402
