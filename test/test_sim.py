@@ -1,0 +1,155 @@
+"""PyBullet stage: verification verdicts, the simulated depth camera, Panda execution, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robot_packer.problem import Container, Item, PackingProblem, Plan, save_plan, save_scene
+from robot_packer.sim.camera import DepthCamera, look_from, render_scene_cloud
+from robot_packer.sim.cli_verify import run_verify
+from robot_packer.sim.execute import execute_plan
+from robot_packer.sim.verify import verify_plan
+
+# Four boxes on the table beside a 40 x 30 x 12 cm container, and a packing that is good.
+ITEMS = (Item("a", [0.12, 0.06, 0.10], [0.35, -0.45, 0.05, 0.4], mass=0.5),
+         Item("b", [0.06, 0.06, 0.11], [0.45, -0.30, 0.055, 0.0], mass=0.3),
+         Item("c", [0.10, 0.07, 0.09], [0.57, -0.45, 0.045, -0.3], mass=0.2),
+         Item("d", [0.08, 0.06, 0.08], [0.30, -0.30, 0.04, 0.0], mass=0.2))
+CONTAINER = Container([0.40, 0.30, 0.12], [0.55, 0.0, 0.0, 0.0], 0.01)
+GOOD = np.array([[-0.10, -0.07, 0.05, 0.0], [0.10, -0.07, 0.055, 0.0],
+                 [-0.10, 0.08, 0.045, 0.0], [0.10, 0.08, 0.04, np.pi / 2]])
+
+
+def problem(items=ITEMS, container=CONTAINER) -> PackingProblem:
+    return PackingProblem(container, items)
+
+
+def reasons(result: dict) -> str:
+    return " | ".join(result["reasons"])
+
+
+REQUIRED = {"simulator", "passed", "max_drift_m", "max_penetration_m", "reachable", "gripper_clear"}
+
+
+def test_good_packing_passes_and_is_deterministic():
+    first = verify_plan(problem(), GOOD)
+    assert REQUIRED <= set(first) and first["simulator"] == "pybullet"
+    assert first["passed"], reasons(first)
+    assert first["reachable"] and first["gripper_clear"]
+    assert first["max_drift_m"] < 0.002 and first["max_penetration_m"] <= 0.001
+    assert verify_plan(problem(), GOOD) == first
+
+
+def test_overlapping_boxes_fail_on_penetration():
+    poses = GOOD.copy()
+    poses[1, :2] = poses[0, :2] + [0.06, 0.0]          # b pushed 4 cm into a
+    result = verify_plan(problem(), poses)
+    assert not result["passed"]
+    assert result["max_penetration_m"] > 0.02
+    assert "penetration" in reasons(result) and "cfree a b" in reasons(result)
+
+
+def test_box_floating_3cm_up_fails_on_drift():
+    poses = GOOD.copy()
+    poses[2, 2] += 0.03
+    result = verify_plan(problem(), poses)
+    assert not result["passed"]
+    assert result["max_drift_m"] == pytest.approx(0.03, abs=0.003)
+    assert "stable: c moved" in reasons(result)
+
+
+def _stack(bottom: dict, top: dict) -> tuple[PackingProblem, np.ndarray]:
+    items = (Item("low", [0.12, 0.07, 0.05], [0.35, -0.45, 0.025, 0.0], **bottom),
+             Item("high", [0.10, 0.06, 0.06], [0.50, -0.40, 0.03, 0.0], **top))
+    poses = np.array([[0.0, 0.0, 0.025, 0.0], [0.0, 0.0, 0.08, 0.0]])
+    return problem(items), poses
+
+
+def test_heavy_on_light_fails_and_light_on_heavy_passes():
+    bad = verify_plan(*_stack({"mass": 0.2}, {"mass": 1.0}))
+    assert not bad["passed"] and "heavy_below" in reasons(bad)
+    good = verify_plan(*_stack({"mass": 1.0}, {"mass": 0.2}))
+    assert good["passed"], reasons(good)
+
+
+def test_box_on_fragile_box_fails():
+    result = verify_plan(*_stack({"mass": 1.0, "fragile": True}, {"mass": 0.2}))
+    assert not result["passed"] and "heavy_below" in reasons(result)
+
+
+def test_fingers_hitting_a_wall_fail_gripper_clear():
+    poses = GOOD.copy()
+    poses[0] = [-0.10, -0.117, 0.05, 0.0]   # a's narrow side (y) 3 mm from the wall
+    result = verify_plan(problem(), poses)
+    assert not result["passed"] and result["gripper_clear"] is False
+    assert "gripper_clear" in reasons(result)
+
+
+def test_container_out_of_reach_fails_reachability():
+    far = Container([0.40, 0.30, 0.12], [1.5, 0.0, 0.0, 0.0], 0.01)
+    result = verify_plan(problem(container=far), GOOD)
+    assert not result["passed"] and result["reachable"] is False
+    assert "no Panda IK solution to place" in reasons(result)
+
+
+def test_camera_cloud_of_a_box_fits_its_extents():
+    size, yaw = np.array([0.14, 0.08, 0.06]), 0.5
+    prob = problem((Item("box", size, [0.45, -0.40, 0.03, yaw]),))
+    cams = [look_from((0.45, -0.40, 0.0), az, 60.0, 0.6) for az in (-150.0, 30.0)]
+    points, labels = render_scene_cloud(prob, cams, np.random.default_rng(0))
+    assert points.shape[1] == 3 and labels.dtype == np.uint32 and len(points) == len(labels)
+    assert set(np.unique(labels)) == {0, 1}
+    table = points[labels == 0]
+    near_box = np.linalg.norm(table[:, :2] - [0.45, -0.40], axis=1) < 0.15
+    assert np.abs(table[near_box, 2]).max() < 1e-3          # the table top is at z = 0
+    box = points[labels == 1]
+    angles = np.radians(np.arange(0.0, 90.0, 0.25))          # min-area rectangle by search
+    areas = []
+    for a in angles:
+        r = box[:, :2] @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        areas.append(np.prod(np.ptp(r, axis=0)))
+    best = angles[int(np.argmin(areas))]
+    r = box[:, :2] @ np.array([[np.cos(best), -np.sin(best)], [np.sin(best), np.cos(best)]])
+    fitted = np.sort(np.append(np.ptp(r, axis=0), box[:, 2].max()))
+    assert np.allclose(fitted, np.sort(size), atol=0.005), fitted
+
+
+def test_camera_noise_is_seeded():
+    prob = problem((Item("box", [0.1, 0.1, 0.1], [0.45, -0.40, 0.05, 0.0]),))
+    cam = DepthCamera(noise_std=0.002, outlier_frac=0.01)
+    a = render_scene_cloud(prob, [cam], np.random.default_rng(3), robot=False)
+    b = render_scene_cloud(prob, [cam], np.random.default_rng(3), robot=False)
+    c = render_scene_cloud(prob, [cam], np.random.default_rng(4), robot=False)
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+
+
+def test_panda_executes_a_verified_plan_within_tolerance():
+    prob = problem()
+    plan = Plan("solved", placements={i: list(map(float, p)) for i, p in zip(prob.ids, GOOD)})
+    assert verify_plan(prob, plan)["passed"]
+    report = execute_plan(prob, plan, record=False)
+    assert report.success, report.message
+    assert report.steps_done == 4
+    assert report.position_error.max() <= 0.015 and report.yaw_error_deg.max() <= 5.0
+
+
+def test_verify_cli_exit_codes_and_report(tmp_path, capsys):
+    prob = problem()
+    save_scene(prob, tmp_path / "scene.yaml")
+    plan = Plan("solved", placements={i: list(map(float, p)) for i, p in zip(prob.ids, GOOD)})
+    save_plan(plan, tmp_path / "plan.json")
+    out = tmp_path / "out" / "report.json"
+    assert run_verify(tmp_path / "scene.yaml", tmp_path / "plan.json", out) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["passed"] and json.loads(out.read_text()) == printed
+    assert (tmp_path / "out" / "report_before.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "report_after.png").stat().st_size > 1000
+    plan.placements["c"][2] += 0.03
+    save_plan(plan, tmp_path / "floating.json")
+    assert run_verify(tmp_path / "scene.yaml", tmp_path / "floating.json") == 3
+    capsys.readouterr()
+    assert run_verify(tmp_path / "scene.yaml", tmp_path / "missing.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
