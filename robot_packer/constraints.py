@@ -474,16 +474,26 @@ def total(results: Sequence[CheckResult]) -> float:
 def gripper_violation(problem: PackingProblem, poses: np.ndarray,
                       order: Sequence[int] | None = None) -> float:
     """Finger hits (m) when placing in ``order``: walls and objects already placed."""
-    g = Geometry.from_problem(problem, dtype=torch.float64)
-    p = torch.as_tensor(np.asarray(poses, dtype=np.float64))
+    walls, hits = _finger_tables(problem, poses)
     if order is None:
         order = placement_order(problem, poses)
-    total_v = float(grasp_excess(problem).sum())
-    total_v += float(finger_wall_violation(p, g.sizes, g).sum())
+    total_v = float(grasp_excess(problem).sum()) + float(walls.sum())
     for k, i in enumerate(order):
-        for j in order[:k]:
-            total_v += float(finger_object_violation(p[i], g.sizes[i], p[j], g.sizes[j], g))
+        total_v += float(hits[i, list(order[:k])].sum())
     return total_v
+
+
+def _finger_tables(problem: PackingProblem, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per object wall hits (n,) and pairwise finger hits (n, n): fingers placing i vs box j."""
+    g = Geometry.from_problem(problem, dtype=torch.float64)
+    p = torch.as_tensor(np.asarray(poses, dtype=np.float64))
+    n = p.shape[0]
+    walls = finger_wall_violation(p, g.sizes, g).numpy()
+    pa, sa = p[:, None].expand(n, n, 4), g.sizes[:, None].expand(n, n, 3)
+    pb, sb = p[None].expand(n, n, 4), g.sizes[None].expand(n, n, 3)
+    hits = finger_object_violation(pa, sa, pb, sb, g).numpy().copy()
+    np.fill_diagonal(hits, 0.0)
+    return walls, hits
 
 
 def grasp_excess(problem: PackingProblem) -> np.ndarray:
@@ -494,36 +504,37 @@ def grasp_excess(problem: PackingProblem) -> np.ndarray:
     return np.maximum(narrow - problem.gripper.max_opening, 0.0)
 
 
-def supporters(problem: PackingProblem, poses: np.ndarray, i: int) -> list[int]:
-    """Objects that object i rests on directly (touching from below with overlapping footprints)."""
+def support_matrix(problem: PackingProblem, poses: np.ndarray) -> np.ndarray:
+    """(n, n) bool: [i, j] when object i rests directly on object j."""
     g = Geometry.from_problem(problem, dtype=torch.float64)
     p = torch.as_tensor(np.asarray(poses, dtype=np.float64))
-    out = []
-    for j in range(len(problem.items)):
-        if j != i and float(_rests_on(p[i], g.sizes[i], p[j], g.sizes[j])) > 0:
-            out.append(j)
-    return out
+    n = p.shape[0]
+    rest = _rests_on(p[:, None].expand(n, n, 4), g.sizes[:, None].expand(n, n, 3),
+                     p[None].expand(n, n, 4), g.sizes[None].expand(n, n, 3)).numpy() > 0
+    np.fill_diagonal(rest, False)
+    return rest
+
+
+def supporters(problem: PackingProblem, poses: np.ndarray, i: int) -> list[int]:
+    """Objects that object i rests on directly (touching from below with overlapping footprints)."""
+    return [int(j) for j in np.flatnonzero(support_matrix(problem, poses)[i])]
 
 
 def placement_order(problem: PackingProblem, poses: np.ndarray) -> list[int]:
     """Placing order: supports first; among the placeable, one whose fingers hit nothing placed,
     lowest first, then the larger footprint. Falls back to lowest-first when none is clear."""
-    g = Geometry.from_problem(problem, dtype=torch.float64)
-    p = torch.as_tensor(np.asarray(poses, dtype=np.float64))
-    n = len(problem.items)
-    below = [set(supporters(problem, poses, i)) for i in range(n)]
+    poses = np.asarray(poses, dtype=np.float64)
+    rest = support_matrix(problem, poses)
+    _, hits = _finger_tables(problem, poses)
+    sizes = problem.sizes
+    bottoms = poses[:, 2] - sizes[:, 2] / 2
+    area = sizes[:, 0] * sizes[:, 1]
     placed: list[int] = []
-    remaining = set(range(n))
-    bottoms = (p[:, 2] - g.sizes[:, 2] / 2).tolist()
-    area = (g.sizes[:, 0] * g.sizes[:, 1]).tolist()
+    remaining = set(range(len(poses)))
     while remaining:
-        ready = [i for i in remaining if below[i] <= set(placed)] or list(remaining)
-        ready.sort(key=lambda i: (round(bottoms[i], 3), -area[i], i))
-
-        def hits(i):
-            return sum(float(finger_object_violation(p[i], g.sizes[i], p[j], g.sizes[j], g))
-                       for j in placed)
-        clear = [i for i in ready if hits(i) <= 0.0]
+        ready = [i for i in remaining if not rest[i, [j for j in remaining if j != i]].any()]
+        ready = sorted(ready or remaining, key=lambda i: (round(bottoms[i], 3), -area[i], i))
+        clear = [i for i in ready if hits[i, placed].sum() <= 0.0]
         nxt = clear[0] if clear else ready[0]
         placed.append(nxt)
         remaining.remove(nxt)

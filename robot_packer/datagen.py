@@ -55,7 +55,8 @@ def generate(n: int, rng: np.random.Generator, cfg: GenConfig = GenConfig()
 
 def _try_generate(n, rng, cfg):
     box = rng.uniform(cfg.container_min, cfg.container_max)
-    used = box * np.r_[rng.uniform(*cfg.fill_xy, 2), rng.uniform(*cfg.fill_z)]
+    low = min(cfg.fill_xy[1], max(cfg.fill_xy[0], 0.3 + 0.05 * n))  # more objects, more room
+    used = box * np.r_[rng.uniform(low, cfg.fill_xy[1], 2), rng.uniform(*cfg.fill_z)]
     lo = -box / 2 + rng.uniform(0, 1, 3) * (box - used)
     lo[2] = 0.0
     leaves = _split([np.r_[lo, lo + used]], n, rng, cfg)
@@ -83,14 +84,20 @@ def _try_generate(n, rng, cfg):
 
 
 def _split(leaves, n, rng, cfg):
-    """Guillotine-split the biggest blocks until there are ``n`` (each side >= min_side)."""
+    """Guillotine-split the biggest blocks until there are ``n`` (each side >= its minimum).
+
+    With a parallel gripper a footprint side also keeps room for both fingers.
+    """
     leaves = list(leaves)
+    finger_room = 2 * (C.TOL.grip_margin + Gripper().finger[1]) + 0.002
+    xy_min = cfg.min_side + (finger_room if cfg.gripper == "parallel" else 0.0)
+    minimum = np.array([xy_min, xy_min, cfg.min_side])
     while len(leaves) < n:
         vols = np.array([np.prod(b[3:] - b[:3]) for b in leaves])
         i = int(rng.choice(len(leaves), p=vols / vols.sum()))
         b = leaves[i]
         dims = b[3:] - b[:3]
-        can = dims >= 2 * cfg.min_side + 0.01
+        can = dims >= 2 * minimum + 0.01
         if not can.any():
             return None
         weights = np.where(can, dims, 0.0)
@@ -99,7 +106,7 @@ def _split(leaves, n, rng, cfg):
             return None
         axis = int(rng.choice(3, p=weights / weights.sum()))
         cut = b[axis] + dims[axis] * rng.uniform(0.35, 0.65)
-        if min(cut - b[axis], b[axis + 3] - cut) < cfg.min_side:
+        if min(cut - b[axis], b[axis + 3] - cut) < minimum[axis]:
             continue
         first, second = b.copy(), b.copy()
         first[axis + 3] = cut
@@ -162,8 +169,10 @@ def _drop(sizes, poses):
 def _on_pairs(sizes, poses):
     p, s = torch.as_tensor(poses), torch.as_tensor(sizes)
     n = len(sizes)
-    return [(a, b) for a in range(n) for b in range(n)
-            if a != b and float(C._rests_on(p[a], s[a], p[b], s[b])) > 0]
+    rest = C._rests_on(p[:, None].expand(n, n, 4), s[:, None].expand(n, n, 3),
+                       p[None].expand(n, n, 4), s[None].expand(n, n, 3)) > 0
+    rest.fill_diagonal_(False)
+    return [tuple(ab) for ab in rest.nonzero().tolist()]
 
 
 def _masses(sizes, poses, rng):
