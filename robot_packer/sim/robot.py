@@ -62,7 +62,11 @@ class Panda:
         self.upper = np.array([info[j][9] for j in self.movable])
         self.tcp_link = names.get(TCP_LINK_NAME, names.get("panda_hand"))
         self.tcp_offset = 0.0 if TCP_LINK_NAME in names else HAND_TO_TCP
-        self.links = list(range(-1, len(info)))
+        self._link_names = {i[0]: i[12].decode() for i in info}
+
+    def link_name(self, link: int) -> str:
+        """URDF name of a link index (-1 is the base)."""
+        return self._link_names.get(link, "panda_link0")
 
     # ------------------------------------------------------------------ state
     def set_arm(self, q: Sequence[float]) -> None:

@@ -240,9 +240,11 @@ def check_reach(world: SimWorld, steps: Sequence[dict], order: Sequence[int],
                     names = {world.container_id: "container"}
                     names.update({world.object_ids[j]: problem.ids[j] for j in placed})
                     what = sorted({names[b] for b, _, _ in hits})
+                    links = sorted({panda.link_name(link) for _, link, _ in hits})
                     depth = max(-d for _, _, d in hits)
-                    reasons.append(f"reachable: placing {problem.ids[i]} the arm hits "
-                                   f"{', '.join(what)} ({depth * 1000:.1f} mm)")
+                    reasons.append(f"reachable: placing {problem.ids[i]} the arm "
+                                   f"({', '.join(links)}) hits {', '.join(what)} "
+                                   f"({depth * 1000:.1f} mm)")
                     ok = False
         placed.append(i)
     return ok
@@ -250,6 +252,8 @@ def check_reach(world: SimWorld, steps: Sequence[dict], order: Sequence[int],
 
 def _opening(problem: PackingProblem, i: int) -> float:
     """Finger gap while placing object i: its narrower side plus the clearance on both sides."""
+    if problem.gripper.type == "suction":
+        return 0.0
     return float(problem.items[i].size[:2].min() + 2 * TOL.grip_margin)
 
 
