@@ -1,0 +1,376 @@
+"""``robot-packer bench``: side-by-side solver benchmarks on generated problems (DESIGN.md §8, §9).
+
+Every solver gets the same problems, the same exact checker, the same time budget and the same
+machine. Problems come from :func:`robot_packer.datagen.generate` with seeds
+``TEST_SEED_BASE + 1_000_000 * seed + 10_000 * n + k`` — disjoint from every training seed
+(training uses seeds below 1_000_000) — and are saved as scene files next to the results, so any
+case can be re-run with ``robot-packer solve <out>/scenes/<case>.yaml --solver S``.
+
+Outputs (each written atomically, refreshed after every object count): ``results.json`` (meta,
+per-solver/per-N summary, every run), ``results.md`` (a table) and ``results.png`` (success vs N,
+solve-time distributions).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+TEST_SEED_BASE = 10_000_000
+DEFAULT_SOLVERS = "rejection,cem,heuristic"
+SMOKE = {"objects": "3", "problems": 2, "budget": 1.0}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark runs. ``objects``: object counts; ``solvers``: registry names."""
+
+    out: str
+    domain: str = "pack3d"
+    objects: tuple[int, ...] = (3, 4, 5, 6, 8)
+    problems: int = 100
+    solvers: tuple[str, ...] = ("rejection", "cem", "heuristic")
+    budget: float = 5.0
+    device: str = "auto"
+    seed: int = 0
+    tier: str = "standard"
+    verify: bool = True
+    candidates: int = 64
+    threads: int | None = None
+    progress: bool = True
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``bench`` verb."""
+    parser.add_argument("--domain", default="pack3d", choices=["pack3d"])
+    parser.add_argument("--objects", default="3,4,5,6,8", help="comma-separated object counts")
+    parser.add_argument("--problems", type=int, default=100, help="problems per object count")
+    parser.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated solver names")
+    parser.add_argument("--budget", type=float, default=5.0, help="time budget per solve (s)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0, help="benchmark seed (problems + solvers)")
+    parser.add_argument("--tier", default="standard", choices=["standard", "hard"])
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="PyBullet verification of solved plans (default: on)")
+    parser.add_argument("--candidates", type=int, default=64, help="samples per batch")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny run: 2 problems of 3 objects, 1 s budget")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--out", required=True, help="output folder (e.g. docs/bench/<name>)")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Map parsed options onto a BenchConfig; raise ValueError naming a bad option."""
+    objects, problems, budget = args.objects, args.problems, args.budget
+    if args.smoke:
+        objects, problems, budget = SMOKE["objects"], SMOKE["problems"], min(budget, SMOKE["budget"])
+    try:
+        counts = tuple(int(v) for v in str(objects).split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--objects: must be comma-separated integers, got {objects!r}") from None
+    if not counts or any(c < 1 or c > 64 for c in counts):
+        raise ValueError(f"--objects: counts must be in [1, 64], got {objects!r}")
+    if problems < 1 or problems > 9999:
+        raise ValueError(f"--problems: must be in [1, 9999], got {problems}")
+    if not 0 < budget <= 3600:
+        raise ValueError(f"--budget: must be in (0, 3600], got {budget}")
+    solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
+    if not solvers:
+        raise ValueError("--solvers: give at least one solver")
+    return BenchConfig(args.out, args.domain, counts, problems, solvers, float(budget), args.device,
+                       args.seed, args.tier, args.verify, args.candidates, args.threads,
+                       not args.no_progress)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """The ``bench`` verb: 0 when the benchmark ran, 2 on invalid options."""
+    try:
+        cfg = config_from_args(args)
+        check_solvers(cfg)
+        if cfg.verify:
+            check_verifier()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run(cfg)
+    print(format_table(result["summary"]))
+    print(f"results written to {cfg.out}/results.json, results.md, results.png")
+    return 0
+
+
+def registered_solvers() -> list[str]:
+    """Names of every registered solver (importing the optional ones when importable)."""
+    from robot_packer.solver import SOLVERS
+    from robot_packer.solver import cem, heuristic, rejection  # noqa: F401  (register)
+
+    try:
+        import robot_packer.solver.diffusion  # noqa: F401
+    except ImportError:
+        pass
+    return sorted(SOLVERS)
+
+
+def check_solvers(cfg: BenchConfig) -> None:
+    known = registered_solvers()
+    for name in cfg.solvers:
+        if name not in known:
+            raise ValueError(f"--solvers: {name!r} is not registered (registered: {', '.join(known)})")
+
+
+def check_verifier() -> None:
+    try:
+        import robot_packer.sim.verify  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"--verify: the PyBullet verifier is not available ({exc}); "
+                         "use --no-verify") from None
+
+
+def problem_seed(cfg: BenchConfig, n: int, k: int) -> int:
+    """Seed of problem ``k`` with ``n`` objects: >= TEST_SEED_BASE, never a training seed."""
+    return TEST_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * n + k
+
+
+def make_problems(cfg: BenchConfig, n: int) -> list:
+    """Generate (and save as scenes) the ``cfg.problems`` problems with ``n`` objects."""
+    from robot_packer import datagen
+    from robot_packer.problem import save_scene
+
+    gen_cfg = datagen.HARD if cfg.tier == "hard" else datagen.GenConfig()
+    out = []
+    for k in range(cfg.problems):
+        problem, _ = datagen.generate(n, np.random.default_rng(problem_seed(cfg, n, k)), gen_cfg)
+        save_scene(problem, Path(cfg.out) / "scenes" / f"{case_name(n, k)}.yaml")
+        out.append(problem)
+    return out
+
+
+def case_name(n: int, k: int) -> str:
+    return f"n{n}_{k:03d}"
+
+
+def run(cfg: BenchConfig) -> dict:
+    """Run every solver on every problem; write and return the results."""
+    import torch
+
+    from robot_packer.solver import SolverConfig, make_solver, resolve_device
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base = SolverConfig(seed=cfg.seed, device=cfg.device, candidates=cfg.candidates,
+                        time_budget_s=cfg.budget, verify=cfg.verify)
+    configs = {name: replace(base, solver=name) for name in cfg.solvers}
+    solvers = {name: make_solver(c) for name, c in configs.items()}
+    meta = run_meta(cfg, str(resolve_device(cfg.device)), torch.get_num_threads())
+    runs: list[dict] = []
+    bar = _progress_bar(cfg)
+    for n in cfg.objects:
+        problems = make_problems(cfg, n)
+        warm_up(problems[0], configs, solvers)
+        for k, problem in enumerate(problems):
+            for name in cfg.solvers:
+                runs.append(run_one(problem, configs[name], solvers[name], n, k))
+                bar.update(1)
+        write_results(cfg, meta, runs)
+    bar.close()
+    return write_results(cfg, meta, runs)
+
+
+def warm_up(problem, configs, solvers) -> None:
+    """One untimed short solve per solver: lazy torch/kernel set-up is not charged to case 0."""
+    from robot_packer.solver import solve
+
+    for name, c in configs.items():
+        solve(problem, replace(c, time_budget_s=min(c.time_budget_s, 0.5), verify=False),
+              solvers[name])
+
+
+def run_one(problem, config, solver, n: int, k: int) -> dict:
+    """Solve one case and summarise it as a run record."""
+    from robot_packer.solver import solve
+
+    t0 = time.monotonic()
+    plan = solve(problem, config, solver)
+    wall = time.monotonic() - t0
+    success = plan.status == "solved" and (not config.verify or plan.verified)
+    return {"solver": config.solver, "n": n, "case": case_name(n, k), "status": plan.status,
+            "success": bool(success), "time_s": round(wall, 4),
+            "verified": plan.verification.get("passed"), "reasons": failure_reasons(plan, success),
+            "samples": plan.solver.get("samples")}
+
+
+def failure_reasons(plan, success: bool) -> list[str]:
+    """Short labels of why a run failed: violated constraint types, verification, or message."""
+    if success:
+        return []
+    if plan.status == "solved":   # exact constraints hold; simulation said no
+        reasons = plan.verification.get("reasons") or ["failed"]
+        return sorted({f"verification: {r.split(':')[0]}" for r in reasons})[:3]
+    names = sorted({c["constraint"][0] for c in plan.constraints if not c["satisfied"]})
+    if names:
+        return names
+    return [f"{plan.status}: {plan.message[:80]}"]
+
+
+def summarize(runs: list[dict], solvers, counts) -> list[dict]:
+    """Per solver and N: success rate, median/p95 time, most frequent failure reasons."""
+    rows = []
+    for name in solvers:
+        for n in counts:
+            sel = [r for r in runs if r["solver"] == name and r["n"] == n]
+            if not sel:
+                continue
+            times = np.array([r["time_s"] for r in sel])
+            reasons = Counter(x for r in sel for x in r["reasons"]).most_common(3)
+            rows.append({"solver": name, "n": n, "runs": len(sel),
+                         "solved": sum(r["success"] for r in sel),
+                         "success_rate": round(sum(r["success"] for r in sel) / len(sel), 4),
+                         "median_time_s": round(float(np.median(times)), 3),
+                         "p95_time_s": round(float(np.percentile(times, 95)), 3),
+                         "failure_reasons": [[r, c] for r, c in reasons]})
+    return rows
+
+
+def run_meta(cfg: BenchConfig, device: str, threads: int) -> dict:
+    import torch
+
+    cmd = " ".join(["robot-packer", "bench"] + [a for a in sys.argv[2:]]) if (
+        len(sys.argv) > 1 and sys.argv[1] == "bench") else None
+    return {"command": cmd or reproduce_command(cfg), "domain": cfg.domain, "tier": cfg.tier,
+            "objects": list(cfg.objects), "problems": cfg.problems, "solvers": list(cfg.solvers),
+            "budget_s": cfg.budget, "verify": cfg.verify, "seed": cfg.seed,
+            "candidates": cfg.candidates, "device": device, "threads": threads,
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()),
+            "seeds": f"{TEST_SEED_BASE} + 1_000_000*seed + 10_000*n + k"}
+
+
+def reproduce_command(cfg: BenchConfig) -> str:
+    return (f"robot-packer bench --domain {cfg.domain} --objects {','.join(map(str, cfg.objects))} "
+            f"--problems {cfg.problems} --solvers {','.join(cfg.solvers)} --budget {cfg.budget} "
+            f"--device {cfg.device} --seed {cfg.seed} --tier {cfg.tier} "
+            f"{'--verify' if cfg.verify else '--no-verify'} --out {cfg.out}")
+
+
+def git_commit() -> str:
+    """HEAD of the source tree (with '-dirty' when it has local changes), or 'unknown'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def write_results(cfg: BenchConfig, meta: dict, runs: list[dict]) -> dict:
+    """Write results.json, results.md and results.png atomically; return the results."""
+    from robot_packer.problem import atomic_write
+
+    summary = summarize(runs, cfg.solvers, cfg.objects)
+    result = {"meta": meta, "summary": summary, "runs": runs}
+    out = Path(cfg.out)
+    atomic_write(out / "results.json", json.dumps(result, indent=1) + "\n")
+    atomic_write(out / "results.md", format_markdown(meta, summary))
+    atomic_write(out / "results.png", plot(summary, runs, cfg))
+    return result
+
+
+def format_table(summary: list[dict]) -> str:
+    """Markdown table: one row per solver and N."""
+    lines = ["| solver | N | success | median s | p95 s | most frequent failure reasons |",
+             "|---|---|---|---|---|---|"]
+    for r in summary:
+        reasons = ", ".join(f"{name} ({c})" for name, c in r["failure_reasons"]) or "—"
+        lines.append(f"| {r['solver']} | {r['n']} | {100 * r['success_rate']:.0f}% "
+                     f"({r['solved']}/{r['runs']}) | {r['median_time_s']:.2f} | "
+                     f"{r['p95_time_s']:.2f} | {reasons} |")
+    return "\n".join(lines)
+
+
+def format_markdown(meta: dict, summary: list[dict]) -> str:
+    check = "exact checker + PyBullet verification" if meta["verify"] else "exact checker only"
+    return (f"# Benchmark: {meta['domain']} ({meta['tier']} tier)\n\n"
+            f"{meta['problems']} problems per N, budget {meta['budget_s']} s per solve, success = "
+            f"{check}. Device {meta['device']}, {meta['threads']} torch thread(s), "
+            f"{meta['cpu_count']} CPUs, commit `{meta['git_commit']}`, {meta['date_utc']}.\n\n"
+            f"Reproduce: `{meta['command']}`\n\n"
+            f"Re-run one case: `robot-packer solve scenes/<case>.yaml --out plan.json "
+            f"--solver <solver> --seed {meta['seed']} --time-budget {meta['budget_s']}`\n\n"
+            + format_table(summary) + "\n\n![results](results.png)\n")
+
+
+def plot(summary: list[dict], runs: list[dict], cfg: BenchConfig) -> bytes:
+    """PNG bytes: success rate vs N per solver, and solve-time box plots per solver and N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in cfg.solvers:
+        rows = [r for r in summary if r["solver"] == name]
+        ax1.plot([r["n"] for r in rows], [100 * r["success_rate"] for r in rows], "o-", label=name)
+    ax1.set(xlabel="objects N", ylabel="success rate (%)", ylim=(-2, 102),
+            title=f"success ({cfg.tier}, {cfg.budget:g} s budget)")
+    ax1.legend()
+    width = 0.8 / max(1, len(cfg.solvers))
+    for s, name in enumerate(cfg.solvers):
+        data = [[r["time_s"] for r in runs if r["solver"] == name and r["n"] == n] or [np.nan]
+                for n in cfg.objects]
+        pos = [i + (s - (len(cfg.solvers) - 1) / 2) * width for i in range(len(cfg.objects))]
+        bp = ax2.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                         showfliers=False)
+        for box in bp["boxes"]:
+            box.set_facecolor(f"C{s}")
+        ax2.plot([], [], color=f"C{s}", label=name)
+    ax2.set_xticks(range(len(cfg.objects)), [str(n) for n in cfg.objects])
+    ax2.set(xlabel="objects N", ylabel="solve time (s)", title="solve time")
+    ax2.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class _NoBar:
+    def update(self, _k: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(cfg: BenchConfig):
+    if not cfg.progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=len(cfg.objects) * cfg.problems * len(cfg.solvers), desc="bench",
+                unit="solve", mininterval=2.0, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m robot_packer.bench`` (same options as the ``bench`` verb)."""
+    parser = argparse.ArgumentParser(prog="robot-packer bench", description=__doc__.splitlines()[0])
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
