@@ -147,7 +147,11 @@ class PackerNode(Node):
                     continue
                 msg, constraints, generation = self._cloud, self._constraints, self._generation
                 waiters, self._waiters, self._pending = self._waiters, [], False
-            ok, message = self._solve_once(msg, constraints, generation)
+            try:
+                ok, message = self._solve_once(msg, constraints, generation)
+            except Exception as exc:  # never let the worker die: report and wait for input
+                self.get_logger().error(f"solve failed: {exc!r}")
+                ok, message = self._finish(generation, "failed", f"internal error: {exc!r}")
             for w in waiters:
                 w.update(ok=ok, message=message)
                 w["event"].set()
@@ -174,7 +178,7 @@ class PackerNode(Node):
             for pub, arr in zip((self.pub_pick, self.pub_place), ros_io.plan_pose_arrays(
                     plan, s.world_frame, self.get_clock().now().to_msg())):
                 pub.publish(arr)
-        self._last = ros_io.plan_summary(plan)
+        self._last = {k: v for k, v in ros_io.plan_summary(plan).items() if k != "message"}
         good = plan.verified or (plan.status == "solved"
                                  and plan.verification.get("simulator") == "none")
         return self._finish(generation, "solved" if good else "failed",
