@@ -18,8 +18,8 @@ def cell_camera(problem: PackingProblem, width: int = 800, height: int = 600) ->
     pts = np.vstack([items, [cont[:2]], [[0.0, 0.0]]])
     centre = (pts.min(0) + pts.max(0)) / 2
     extent = float(np.ptp(pts, axis=0).max()) + float(problem.container.size[:2].max())
-    return look_from((centre[0], centre[1], 0.12), azimuth_deg=-35.0, elevation_deg=38.0,
-                     distance=1.05 + 0.9 * extent, width=width, height=height, fov_deg=45.0)
+    return look_from((centre[0], centre[1], 0.22), azimuth_deg=-40.0, elevation_deg=35.0,
+                     distance=0.95 + 0.75 * extent, width=width, height=height, fov_deg=45.0)
 
 
 def render_cell(world: SimWorld, camera: DepthCamera | None = None) -> np.ndarray:

@@ -29,6 +29,7 @@ class VerifySettings:
     flyoff: float = 0.5              # m: a centre moving further than this means the sim diverged
     sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=10))
     ik: IKSettings = IKSettings()
+    arm_collisions: bool = True      # reachable also needs the arm clear of walls/placed objects
 
 
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
@@ -78,7 +79,8 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                               and (still or not problem.rules.stable))
             world.set_object_poses(poses, "container")
             world.add_robot()
-            out["reachable"] = check_reach(world, steps, order, settings.ik, reasons)
+            out["reachable"] = check_reach(world, steps, settings.ik, reasons,
+                                           settings.arm_collisions)
     except Exception as exc:  # pybullet.error and numerical failures: report, never raise
         reasons.append(f"simulation error: {type(exc).__name__}: {exc}")
     grip_ok = out["gripper_clear"] or not problem.rules.gripper_clear
@@ -212,8 +214,8 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
     return world.problem.container.from_world(end), ok
 
 
-def check_reach(world: SimWorld, steps: Sequence[dict], order: Sequence[int],
-                ik: IKSettings, reasons: list[str]) -> bool:
+def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
+                arm_collisions: bool = True) -> bool:
     """IK at every pick and place pose; arm clear of the container and earlier objects at place."""
     panda = Panda(world.client, world.robot_id)
     problem = world.problem
@@ -231,23 +233,30 @@ def check_reach(world: SimWorld, steps: Sequence[dict], order: Sequence[int],
                                f"at ({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
                 ok = False
                 break
-            if key == "place":
-                panda.set_fingers(_opening(problem, i))
-                hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in placed],
-                                      ik.collision_margin)
-                panda.set_fingers(0.08)
-                if hits:
-                    names = {world.container_id: "container"}
-                    names.update({world.object_ids[j]: problem.ids[j] for j in placed})
-                    what = sorted({names[b] for b, _, _ in hits})
-                    links = sorted({panda.link_name(link) for _, link, _ in hits})
-                    depth = max(-d for _, _, d in hits)
-                    reasons.append(f"reachable: placing {problem.ids[i]} the arm "
-                                   f"({', '.join(links)}) hits {', '.join(what)} "
-                                   f"({depth * 1000:.1f} mm)")
+            if key == "place" and arm_collisions:
+                hit = _arm_hits(world, panda, i, placed, ik.collision_margin)
+                if hit:
+                    reasons.append(f"reachable: placing {problem.ids[i]} the arm {hit}")
                     ok = False
         placed.append(i)
     return ok
+
+
+def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int], margin: float) -> str:
+    """'' when the arm, at its current joints with fingers open around object i, is clear of the
+    container and the placed objects; else a description like '(panda_hand) hits container'."""
+    problem = world.problem
+    panda.set_fingers(_opening(problem, i))
+    hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in placed], margin)
+    panda.set_fingers(0.08)
+    if not hits:
+        return ""
+    names = {world.container_id: "container"}
+    names.update({world.object_ids[j]: problem.ids[j] for j in placed})
+    what = sorted({names[b] for b, _, _ in hits})
+    links = sorted({panda.link_name(link) for _, link, _ in hits})
+    depth = max(-d for _, _, d in hits)
+    return f"({', '.join(links)}) hits {', '.join(what)} ({depth * 1000:.1f} mm)"
 
 
 def _opening(problem: PackingProblem, i: int) -> float:
