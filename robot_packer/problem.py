@@ -323,8 +323,13 @@ def _item_from_dict(o: Any, i: int, base_dir: Path) -> Item:
     fragile = _flag(o.get("fragile", False), f"{where}.fragile")
     pose = _vector(o["pose"], 4, f"{where}.pose") if "pose" in o else None
     mesh = o.get("mesh")
-    if mesh is not None and not isinstance(mesh, str):
-        raise SceneError(f"{where}.mesh: must be a file path")
+    if mesh is not None:
+        if not isinstance(mesh, str):
+            raise SceneError(f"{where}.mesh: must be a file path")
+        mesh_path = Path(mesh) if os.path.isabs(mesh) else base_dir / mesh
+        if not mesh_path.is_file():
+            raise SceneError(f"{where}.mesh: file not found: {mesh_path}")
+        mesh = str(mesh_path)
     if "size" in o and "cloud" in o:
         raise SceneError(f"{where}: give either size or cloud, not both")
     if "size" in o:
@@ -353,6 +358,23 @@ def _perceive_cloud_entry(path: Any, name: str, base_dir: Path):
     return obj.size, obj.pose, obj.points
 
 
+class _SceneLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the relation ``on`` as True."""
+
+
+_SceneLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SceneLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML with 1.2 booleans (``on``/``yes`` stay strings)."""
+    return yaml.load(text, Loader=_SceneLoader)
+
+
 def load_scene(path: str | Path) -> PackingProblem:
     """Read a scene file (.yaml/.yml/.json) into a validated PackingProblem."""
     path = Path(path)
@@ -361,7 +383,7 @@ def load_scene(path: str | Path) -> PackingProblem:
     except OSError as exc:
         raise SceneError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SceneError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
                          f"{str(exc).splitlines()[0]}") from None
