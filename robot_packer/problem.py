@@ -40,7 +40,7 @@ def _vector(value: Any, n: int, name: str, positive: bool = False) -> np.ndarray
         raise SceneError(f"{name}: must be {what}")
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         raise SceneError(f"{name}: must be {what}") from None
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise SceneError(f"{name}: must be {what}")
@@ -53,7 +53,13 @@ def _vector(value: Any, n: int, name: str, positive: bool = False) -> np.ndarray
 
 
 def _number(value: Any, name: str, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SceneError(f"{name}: must be a finite number")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range (JSON/YAML allow arbitrary integers)
+        finite = False
+    if not finite:
         raise SceneError(f"{name}: must be a finite number")
     if positive and value <= 0:
         raise SceneError(f"{name}: must be a positive number")
