@@ -51,6 +51,16 @@ def test_overlapping_boxes_fail_on_penetration():
     assert "penetration" in reasons(result) and "cfree a b" in reasons(result)
 
 
+def test_exploding_or_nan_placements_fail_without_raising():
+    poses = GOOD.copy()
+    poses[1] = poses[0]                                  # two boxes in the same place
+    result = verify_plan(problem(), poses)
+    assert not result["passed"] and result["max_penetration_m"] > 0.05
+    poses[2, 0] = np.nan
+    result = verify_plan(problem(), poses)
+    assert not result["passed"] and "not finite" in reasons(result)
+
+
 def test_box_floating_3cm_up_fails_on_drift():
     poses = GOOD.copy()
     poses[2, 2] += 0.03

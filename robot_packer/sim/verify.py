@@ -51,12 +51,15 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
         "gripper_clear", "reasons": [str, ...]}``.
 
     Raises:
-        SceneError: the plan lacks a placement for some object or has a malformed step.
+        SceneError: the plan lacks a placement for some object, has a malformed step, or the
+            placements array has the wrong shape (non-finite placements fail instead).
     """
-    poses, steps, order = plan_inputs(problem, plan_or_poses, order)
     reasons: list[str] = []
     out = {"simulator": "pybullet", "passed": False, "max_drift_m": None,
            "max_penetration_m": None, "reachable": None, "gripper_clear": None}
+    if not isinstance(plan_or_poses, Plan) and not np.all(np.isfinite(plan_or_poses)):
+        return {**out, "reasons": ["placements: not finite (NaN or inf)"]}
+    poses, steps, order = plan_inputs(problem, plan_or_poses, order)
     exact_ok = _exact(problem, poses, order, "planned", reasons)
     grip = C.gripper_violation(problem, poses, order)
     out["gripper_clear"] = bool(grip <= 0.0)
