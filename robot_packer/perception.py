@@ -47,8 +47,8 @@ class PerceptionConfig:
     max_plane_tilt_deg: float = 20.0   # support plane normal vs world z
     max_below_fraction: float = 0.2    # a support plane has few points below it
     min_height: float = 0.006          # points above the plane by this much are objects
-    cluster_eps: float = 0.008         # DBSCAN radius on the plane (objects further apart)
-    cluster_min_points: int = 4        # DBSCAN core-point neighbours (coarse voxels)
+    cluster_eps: float = 0.006         # DBSCAN radius on the plane (objects further apart)
+    cluster_min_points: int = 3        # DBSCAN core-point neighbours (2D cells)
     min_points: int = 30               # fewer points: the object is dropped with a warning
     max_object_size: float = 1.0       # larger extents: dropped with a warning
     container_margin: float = 0.01     # unlabelled: points this close to the container are its
@@ -330,6 +330,9 @@ def _support_plane(pts, config, seed, warnings):
         _, inliers = cloud.segment_plane(config.plane_distance, 3, config.plane_iterations)
         inliers = np.asarray(inliers, dtype=np.int64)
         plane = _refine_plane(remaining[inliers])
+        for _ in range(2):  # re-select inliers: makes the plane independent of RANSAC's draw
+            near = np.abs(remaining @ plane[:3] + plane[3]) <= config.plane_distance
+            plane = _refine_plane(remaining[near])
         tilt = math.degrees(math.acos(min(1.0, abs(plane[2]))))
         below = np.mean(pts @ plane[:3] + plane[3] < -3 * config.plane_distance)
         if tilt <= config.max_plane_tilt_deg and below <= config.max_below_fraction:
@@ -389,7 +392,7 @@ def _cluster_groups(centroids, above, inverse, frame, config, warnings):
         centre = centroids[vox_cluster == k].mean(axis=0)
         found.append((round(centre[0], 4), round(centre[1], 4), idx))
     if small:
-        warnings.append(f"{small} clusters below min_points={config.min_points} dropped "
+        warnings.append(f"{small} cluster(s) below min_points={config.min_points} dropped "
                         f"({small_points} points)")
     found.sort(key=lambda f: (f[0], f[1]))
     return [(i + 1, idx, f"cluster {i + 1}") for i, (_, _, idx) in enumerate(found)]
@@ -450,44 +453,61 @@ def _wrap_half_pi(yaw):
 
 
 def _min_area_yaw(xy):
-    """Rotating calipers: the edge direction of the 2D convex hull with the smallest bounding box."""
+    """Yaw of the smallest bounding rectangle of ``xy`` (N, 2), robust to a few stray points.
+
+    Candidates are the edge directions of the 2D convex hull (rotating calipers: the exact
+    minimum-area rectangle has a side on the hull) plus a 1 degree grid; each is scored by the
+    area between the 1st and 99th percentiles along its axes, then refined to 0.1 degree.
+    """
     try:
         hull = xy[ConvexHull(xy).vertices]
     except (QhullError, ValueError):  # collinear or too few points: principal direction
-        centred = xy - xy.mean(axis=0)
-        d = np.linalg.svd(centred, full_matrices=False)[2][0]
+        d = np.linalg.svd(xy - xy.mean(axis=0), full_matrices=False)[2][0]
         return math.atan2(d[1], d[0])
     edges = np.roll(hull, -1, axis=0) - hull
-    angles = np.mod(np.arctan2(edges[:, 1], edges[:, 0]), math.pi / 2)
+    candidates = np.concatenate([np.mod(np.arctan2(edges[:, 1], edges[:, 0]), math.pi / 2),
+                                 np.radians(np.arange(0.0, 90.0, 1.0))])
+    best = _robust_best(xy, candidates)
+    return _robust_best(xy, best + np.radians(np.arange(-1.0, 1.05, 0.1)))
+
+
+def _robust_best(xy, angles):
+    """The angle whose rotated 1-99 percentile box of ``xy`` has the smallest area."""
     cos, sin = np.cos(angles), np.sin(angles)
-    a = hull[:, 0, None] * cos + hull[:, 1, None] * sin      # (hull vertex, candidate angle)
-    b = -hull[:, 0, None] * sin + hull[:, 1, None] * cos
-    area = np.ptp(a, axis=0) * np.ptp(b, axis=0)
+    a = xy[:, 0, None] * cos + xy[:, 1, None] * sin      # (point, candidate angle)
+    b = -xy[:, 0, None] * sin + xy[:, 1, None] * cos
+    qa, qb = np.percentile(a, [1, 99], axis=0), np.percentile(b, [1, 99], axis=0)
+    area = (qa[1] - qa[0]) * (qb[1] - qb[0])
     return float(angles[np.argmin(area)])
 
 
 def _edge(values, config):
     """Robust position of the upper end of a 1-D point distribution (a face, an edge).
 
-    A histogram near the robust maximum is smoothed; the outer half-maximum of its peak is the
-    edge of a step (top face seen edge-on, curved surface) and, when the peak also falls to half
-    on its inner side, the peak's centre is the position of a visible face under sensor noise.
+    A histogram near the robust maximum is smoothed. Where a peak near the end stands at least
+    twice above the plateau inward of it, a face was seen (under sensor noise): its position is
+    the centre of the peak's half-maximum width. Otherwise the end is a step (a top face seen up
+    to its edge, a curved surface) and its position is the outermost half-maximum crossing.
     """
-    n = len(values)
-    step = max(config.edge_bin, config.edge_window * 20.0 / n)
+    step = max(config.edge_bin, config.edge_window * 20.0 / len(values))
     hi = float(np.percentile(values, 99.5))
     top = min(float(values.max()), hi + config.edge_window)
-    edges = np.arange(hi - config.edge_window - step, top + 2 * step, step)
+    lo = max(hi - config.edge_window, float(np.percentile(values, 2.0)))
+    edges = np.arange(lo - step, top + 2 * step, step)
     counts = np.histogram(values, edges)[0].astype(np.float64)
     smooth = np.convolve(np.pad(counts, 1), [0.25, 0.5, 0.25], mode="valid")
     centres = (edges[:-1] + edges[1:]) / 2
-    p = int(np.argmax(smooth))
-    half = smooth[p] / 2
-    outer = _crossing(smooth, centres, half, p, +1)
-    inner = _crossing(smooth, centres, half, p, -1)
-    if inner is not None and outer is not None and centres[p] - inner <= 2 * (outer - centres[p]) + step:
+    near = int(math.ceil(0.006 / step))                      # a face peak is this close to the end
+    last = int(np.flatnonzero(smooth >= smooth.max() / 2)[-1])
+    q = max(0, last - near) + int(np.argmax(smooth[max(0, last - near):last + 1]))
+    half = smooth[q] / 2
+    outer = _crossing(smooth, centres, half, q, +1)
+    outer = float(centres[-1]) if outer is None else outer
+    inner = _crossing(smooth, centres, half, q, -1)
+    plateau = smooth[:max(0, q - near)]
+    if inner is not None and len(plateau) >= 3 and np.median(plateau) < half:
         return (inner + outer) / 2
-    return outer if outer is not None else float(centres[-1])
+    return outer
 
 
 def _crossing(smooth, centres, level, start, direction):
