@@ -384,16 +384,25 @@ def parse_yaml(text: str) -> Any:
 def load_scene(path: str | Path) -> PackingProblem:
     """Read a scene file (.yaml/.yml/.json) into a validated PackingProblem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SceneError(f"{path}: cannot read ({exc.strerror})") from None
+    text = _read_text(path)
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
         data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SceneError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise SceneError(f"{path}: not valid {kind}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # pathologically deep nesting ([[[[...) in a hostile file
+        raise SceneError(f"{path}: not valid {kind}: nested too deeply") from None
     return problem_from_dict(data, path.parent)
+
+
+def _read_text(path: Path) -> str:
+    """The file's UTF-8 text, or SceneError naming the file (unreadable, not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SceneError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SceneError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def problem_to_dict(problem: PackingProblem) -> dict:
@@ -530,12 +539,13 @@ def save_plan(plan: Plan, path: str | Path) -> None:
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
+    text = _read_text(path)
     try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise SceneError(f"{path}: cannot read ({exc.strerror})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SceneError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SceneError(f"{path}: not valid JSON: nested too deeply") from None
     return Plan.from_dict(data)
 
 
