@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 DEFAULT_DENSITY = 300.0  # kg/m^3, used when an object's mass is not given (DESIGN.md §3)
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # use fullmatch: "$" would accept a trailing newline
 REGIONS = ("left", "right", "front", "back", "center")
 PLAN_STATUSES = ("solved", "infeasible", "failed", "timeout")
 DEFAULT_FINGER = (0.02, 0.01, 0.05)  # Franka hand finger: width, thickness, depth (m)
@@ -142,7 +142,7 @@ class Item:
     mesh: str | None = None  # optional mesh file for simulated scenes (true shape)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not ID_PATTERN.match(self.id):
+        if not isinstance(self.id, str) or not ID_PATTERN.fullmatch(self.id):
             raise SceneError(f"object id {self.id!r}: must match [A-Za-z0-9_-]+")
         object.__setattr__(self, "size", _vector(self.size, 3, f"{self.id}.size", positive=True))
         if self.pose is not None:
@@ -323,7 +323,7 @@ def _item_from_dict(o: Any, i: int, base_dir: Path) -> Item:
     if "id" not in o:
         raise SceneError(f"{where}.id: missing")
     oid = o["id"]
-    if not isinstance(oid, str) or not ID_PATTERN.match(oid):
+    if not isinstance(oid, str) or not ID_PATTERN.fullmatch(oid):
         raise SceneError(f"{where}.id: must match [A-Za-z0-9_-]+, got {oid!r}")
     mass = _number(o["mass"], f"{where}.mass", positive=True) if "mass" in o else None
     fragile = _flag(o.get("fragile", False), f"{where}.fragile")
