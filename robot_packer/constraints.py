@@ -522,18 +522,19 @@ def supporters(problem: PackingProblem, poses: np.ndarray, i: int) -> list[int]:
 
 def placement_order(problem: PackingProblem, poses: np.ndarray) -> list[int]:
     """Placing order: supports first; among the placeable, one whose fingers hit nothing placed,
-    lowest first, then the larger footprint. Falls back to lowest-first when none is clear."""
+    lowest top first (the hand never reaches down past a taller neighbour already placed), then
+    the larger footprint. Falls back to lowest-first when none is clear."""
     poses = np.asarray(poses, dtype=np.float64)
     rest = support_matrix(problem, poses)
     _, hits = _finger_tables(problem, poses)
     sizes = problem.sizes
-    bottoms = poses[:, 2] - sizes[:, 2] / 2
+    tops = poses[:, 2] + sizes[:, 2] / 2
     area = sizes[:, 0] * sizes[:, 1]
     placed: list[int] = []
     remaining = set(range(len(poses)))
     while remaining:
         ready = [i for i in remaining if not rest[i, [j for j in remaining if j != i]].any()]
-        ready = sorted(ready or remaining, key=lambda i: (round(bottoms[i], 3), -area[i], i))
+        ready = sorted(ready or remaining, key=lambda i: (round(tops[i], 3), -area[i], i))
         clear = [i for i in ready if hits[i, placed].sum() <= 0.0]
         nxt = clear[0] if clear else ready[0]
         placed.append(nxt)
