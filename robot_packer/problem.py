@@ -74,12 +74,18 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
+def _show(key: str) -> str:
+    """A key as written in an error message: kept on one line (repr when not printable)."""
+    return key if key.isprintable() else repr(key)
+
+
 def _check_keys(data: Any, allowed: Iterable[str], name: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise SceneError(f"{name}: must be a mapping")
     unknown = sorted(set(map(str, data)) - set(allowed))
     if unknown:
-        raise SceneError(f"{name}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+        raise SceneError(f"{name}.{_show(unknown[0])}: unknown key "
+                         f"(allowed: {', '.join(sorted(allowed))})")
     return data
 
 
@@ -512,16 +518,8 @@ class Plan:
         for k in keys:
             if k not in data:
                 raise SceneError(f"plan.{k}: missing")
-        placements = data["placements"]
-        if not isinstance(placements, Mapping):
-            raise SceneError("plan.placements: must be a mapping id -> [x, y, z, yaw]")
-        clean = {str(k): _floats(_vector(v, 4, f"plan.placements.{k}"), 9)
-                 for k, v in placements.items()}
-        sizes = data["sizes"]
-        if not isinstance(sizes, Mapping):
-            raise SceneError("plan.sizes: must be a mapping id -> [sx, sy, sz]")
-        clean_sizes = {str(k): _floats(_vector(v, 3, f"plan.sizes.{k}", True), 9)
-                       for k, v in sizes.items()}
+        clean = _id_vectors(data["placements"], "placements", 4, "[x, y, z, yaw]")
+        clean_sizes = _id_vectors(data["sizes"], "sizes", 3, "[sx, sy, sz]", positive=True)
         for name, typ in (("message", str), ("frame", str), ("solver", Mapping),
                           ("steps", list), ("constraints", list), ("verification", Mapping)):
             if not isinstance(data[name], typ):
@@ -531,6 +529,16 @@ class Plan:
         return cls(data["status"], data["message"], data["frame"], dict(data["solver"]), clean,
                    clean_sizes, list(data["steps"]), list(data["constraints"]),
                    dict(data["verification"]))
+
+
+def _id_vectors(mapping: Any, key: str, n: int, what: str, positive: bool = False) -> dict:
+    """A plan's ``id -> n-vector`` table, validated (ids as in scenes, finite numbers)."""
+    if not isinstance(mapping, Mapping):
+        raise SceneError(f"plan.{key}: must be a mapping id -> {what}")
+    for k in mapping:
+        if not isinstance(k, str) or not ID_PATTERN.fullmatch(k):
+            raise SceneError(f"plan.{key}: key {k!r} is not an object id ([A-Za-z0-9_-]+)")
+    return {k: _floats(_vector(v, n, f"plan.{key}.{k}", positive), 9) for k, v in mapping.items()}
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
