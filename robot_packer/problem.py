@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import tempfile
@@ -46,6 +47,8 @@ def _vector(value: Any, n: int, name: str, positive: bool = False) -> np.ndarray
         raise SceneError(f"{name}: must be {what}")
     if any(isinstance(v, bool) for v in np.asarray(value, dtype=object).ravel()):
         raise SceneError(f"{name}: must be {what}")
+    if isinstance(value, (list, tuple)) and not all(isinstance(v, numbers.Real) for v in value):
+        raise SceneError(f"{name}: must be {what}")  # e.g. quoted "0.1": numpy would coerce it
     if positive and not np.all(arr > 0):
         raise SceneError(f"{name}: must be {what}")
     arr.setflags(write=False)
@@ -305,12 +308,17 @@ def problem_from_dict(data: Any, base_dir: str | Path = ".") -> PackingProblem:
     if not isinstance(objs, list) or not objs:
         raise SceneError("objects: must be a non-empty list")
     items = tuple(_item_from_dict(o, i, Path(base_dir)) for i, o in enumerate(objs))
-    rules_data = _check_keys(data.get("rules", {}) or {}, ("heavy_below", "gripper_clear", "stable"),
-                             "rules")
+    rules_data = _check_keys(_unless_none(data.get("rules"), {}),
+                             ("heavy_below", "gripper_clear", "stable"), "rules")
     rules = Rules(**{k: _flag(v, f"rules.{k}") for k, v in rules_data.items()})
-    gripper = _gripper_from_dict(data.get("gripper", {}) or {})
-    constraints = parse_constraints(data.get("constraints", []) or [])
+    gripper = _gripper_from_dict(_unless_none(data.get("gripper"), {}))
+    constraints = parse_constraints(_unless_none(data.get("constraints"), []))
     return PackingProblem(container, items, constraints, rules, gripper)
+
+
+def _unless_none(value: Any, default: Any) -> Any:
+    """An optional section: absent or empty (``rules:``) means the default; ``0``/``""`` do not."""
+    return default if value is None else value
 
 
 def _gripper_from_dict(g: Any) -> Gripper:
