@@ -83,11 +83,6 @@ def box_cloud(boxes, spacing=0.004, seed=0):
 
 def node_cmd():
     """The ``packer_node`` console script (pip-only run)."""
-    from robot_packer.solver import SOLVERS
-
-    if "heuristic" not in SOLVERS:  # transitional: solver package not yet importing its solvers
-        return [sys.executable, "-c", "import robot_packer.solver.heuristic, sys; "
-                "from robot_packer.node import main; sys.exit(main())"]
     exe = shutil.which("packer_node", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "robot_packer.node"]
 
