@@ -35,6 +35,8 @@ class Tolerances:
     away: float = 0.10            # away_from: footprint gap at least
     aligned: float = 0.01         # aligned_x / aligned_y: centre difference at most
     grip_margin: float = 0.005    # finger clearance beyond the object's side when opening
+    finger_clearance: float = 0.01  # kept around a finger's outer face: the Franka finger's
+    #                                 collision shape is ~2 cm thick, the pad (``finger``) 1 cm
     settle_time_s: float = 2.0    # stable: simulated settling time
     settle_drift: float = 0.01    # stable: max centre motion while settling
     settle_yaw_deg: float = 5.0   # stable: max yaw change while settling
@@ -298,8 +300,19 @@ def _stable(poses, geom, args):
     return torch.minimum(floor, on_obj.min(-1).values)
 
 
+# The parallel gripper's hand body (Franka hand): its length along the closing axis, its width,
+# the height kept clear above its underside (hand + flange), and how far the underside sits above
+# the TCP at the object's top. The DESIGN's finger boxes alone miss the hand hitting walls.
+HAND_SIZE = (0.21, 0.07, 0.12)
+HAND_ABOVE_TCP = 0.036
+
+
 def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Tensor]:
-    """Poses (..., 2, 4) and sizes (..., 2, 3) of the two finger (or suction column) boxes."""
+    """Poses (..., k, 4) and sizes (..., k, 3) of the boxes the gripper sweeps while placing.
+
+    Parallel: the two fingers (``finger`` depth below the object's top, across its narrower
+    side) and the hand above them (k = 3). Suction: the cup and arm column above the top (k = 1).
+    """
     if geom.gripper_type == "suction":
         h = 2.0 * float(geom.box[2])
         fp = torch.cat([pose[..., :2], (_top(pose, size) + h / 2)[..., None], pose[..., 3:]], -1)
@@ -312,17 +325,27 @@ def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Te
     w = torch.where(narrow_x, size[..., 0], size[..., 1])
     grasp = torch.minimum(torch.full_like(size[..., 2], depth), size[..., 2] - TOL.grip_margin)
     grasp = torch.maximum(grasp, 0.5 * size[..., 2])
+    thick = thick + TOL.finger_clearance
     off = 0.5 * w + TOL.grip_margin + 0.5 * thick
     ex, _ = _axes(yaw)
-    zc = _top(pose, size) - 0.5 * grasp
-    fps = [torch.cat([pose[..., :2] + sgn * off[..., None] * ex, zc[..., None], yaw[..., None]], -1)
-           for sgn in (1.0, -1.0)]
+    top = _top(pose, size)
+    zc = top - 0.5 * grasp
+    boxes = [torch.cat([pose[..., :2] + sgn * off[..., None] * ex, zc[..., None], yaw[..., None]], -1)
+             for sgn in (1.0, -1.0)]
+    hand_z = top + HAND_ABOVE_TCP + 0.5 * HAND_SIZE[2]
+    boxes.append(torch.cat([pose[..., :2], hand_z[..., None], yaw[..., None]], -1))
     fsz = torch.stack([torch.full_like(w, thick), torch.full_like(w, width), grasp], -1)
-    return torch.stack(fps, -2), torch.stack([fsz, fsz], -2)
+    hand = torch.tensor(HAND_SIZE, dtype=pose.dtype, device=pose.device).expand_as(fsz)
+    return torch.stack(boxes, -2), torch.stack([fsz, fsz, hand], -2)
+
+
+def finger_room(gripper) -> float:
+    """Footprint room (m) the two fingers need beyond the object's narrower side."""
+    return 2 * (TOL.grip_margin + gripper.finger[1] + TOL.finger_clearance)
 
 
 def finger_wall_violation(pose: Tensor, size: Tensor, geom: Geometry) -> Tensor:
-    """How far the fingers reach into the walls (0 when clear or above the rim)."""
+    """How far the fingers and hand reach into the walls (0 when clear or above the rim)."""
     fp, fs = finger_boxes(pose, size, geom)
     hx, hy = half_extents_xy(fp[..., 3], fs)
     L, W, H = geom.box / 2

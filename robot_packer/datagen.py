@@ -35,6 +35,7 @@ class GenConfig:
     relations: tuple[int, int] = (0, 3)             # listed relations per problem
     fragile_prob: float = 0.25
     gripper: str = "parallel"
+    headroom: tuple[float, float] = (0.0, 0.02)  # container height above the highest top
     max_tries: int = 400
 
 
@@ -66,8 +67,8 @@ def _try_generate(n, rng, cfg):
     if sizes is None:
         return None
     poses = _drop(sizes, poses)
-    if np.any(poses[:, 2] + sizes[:, 2] / 2 > box[2]):
-        return None
+    # The rim just above the highest top: a deeper tote leaves no room for the gripper's hand.
+    box[2] = float(np.max(poses[:, 2] + sizes[:, 2] / 2)) + rng.uniform(*cfg.headroom)
     masses = _masses(sizes, poses, rng)
     fragile = _fragile(sizes, poses, rng, cfg)
     gripper = Gripper() if cfg.gripper == "parallel" else Gripper(type="suction")
@@ -89,7 +90,7 @@ def _split(leaves, n, rng, cfg):
     With a parallel gripper a footprint side also keeps room for both fingers.
     """
     leaves = list(leaves)
-    finger_room = 2 * (C.TOL.grip_margin + Gripper().finger[1]) + 0.002
+    finger_room = C.finger_room(Gripper()) + 0.002
     xy_min = cfg.min_side + (finger_room if cfg.gripper == "parallel" else 0.0)
     minimum = np.array([xy_min, xy_min, cfg.min_side])
     while len(leaves) < n:
@@ -121,7 +122,7 @@ def _boxes_in_leaves(leaves, rng, cfg):
     With a parallel gripper the narrower side is also narrowed so that it fits the gripper's
     opening and both fingers fit inside the leaf: the solution keeps ``gripper_clear``.
     """
-    finger_room = 2 * (C.TOL.grip_margin + Gripper().finger[1]) + 0.002
+    finger_room = C.finger_room(Gripper()) + 0.002
     max_narrow = Gripper().max_opening - 2 * C.TOL.grip_margin - 0.002
     sizes, poses = [], []
     for b in leaves:
