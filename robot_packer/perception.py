@@ -52,8 +52,11 @@ class PerceptionConfig:
     min_points: int = 30               # fewer points: the object is dropped with a warning
     max_object_size: float = 1.0       # larger extents: dropped with a warning
     container_margin: float = 0.01     # unlabelled: points this close to the container are its
+    workspace: tuple[float, float, float, float] | None = None  # unlabelled: x0, x1, y0, y1 (world)
     edge_bin: float = 0.001            # histogram bin of the face estimator
     edge_window: float = 0.015         # depth of the face search below the robust extreme
+    step_level: float = 0.05           # share of the peak density that marks a step/tapering end
+    face_outer: bool = True            # a seen face: its outer half-maximum, not its centre
     density: float = DEFAULT_DENSITY   # kg/m^3 for masses
     seed: int = 0                      # open3d RANSAC seed (when no rng is passed)
 
@@ -153,6 +156,10 @@ def perceive(points: np.ndarray, labels: np.ndarray | None = None,
         candidates = _Frame.of(plane).coords(centroids)[:, 2] > config.min_height
         if container is not None:
             candidates &= ~_inside_container(centroids, container, config.container_margin)
+        if config.workspace is not None:
+            x0, x1, y0, y1 = config.workspace
+            candidates &= ((centroids[:, 0] >= x0) & (centroids[:, 0] <= x1)
+                           & (centroids[:, 1] >= y0) & (centroids[:, 1] <= y1))
     keep_voxel = _inlier_voxels(centroids, voxel_label, candidates, config)
     if lab is not None:
         groups = _label_groups(lab, keep_voxel[inverse])
@@ -486,11 +493,13 @@ def _edge(values, config):
 
     A histogram near the robust maximum is smoothed. Where a peak near the end stands at least
     twice above the plateau inward of it, a face was seen (under sensor noise): its position is
-    the centre of the peak's half-maximum width. Otherwise the end is a step (a top face seen up
-    to its edge, a curved surface) and its position is the outermost half-maximum crossing.
+    the outer half-maximum of the peak (``face_outer``: about 1.2 noise sigmas outside the face,
+    so the box encloses what was seen) or the peak's centre. Otherwise the end is a step (a top
+    face seen up to its edge) or a tapering surface (a curved object seen at grazing angles): its
+    position is the outermost crossing of ``step_level`` times the maximum, so thin tips stay in.
     """
     step = max(config.edge_bin, config.edge_window * 20.0 / len(values))
-    hi = float(np.percentile(values, 99.5))
+    hi = float(np.percentile(values, 98.0))  # anchor below stray points along camera rays
     top = min(float(values.max()), hi + config.edge_window)
     lo = max(hi - config.edge_window, float(np.percentile(values, 2.0)))
     edges = np.arange(lo - step, top + 2 * step, step)
@@ -506,8 +515,11 @@ def _edge(values, config):
     inner = _crossing(smooth, centres, half, q, -1)
     plateau = smooth[:max(0, q - near)]
     if inner is not None and len(plateau) >= 3 and np.median(plateau) < half:
-        return (inner + outer) / 2
-    return outer
+        return outer if config.face_outer else (inner + outer) / 2
+    level = max(config.step_level * smooth.max(), 1.0)  # 1.0: ignores one isolated point
+    j = int(np.flatnonzero(smooth >= level)[-1])
+    end = _crossing(smooth, centres, level, j, +1)
+    return float(centres[-1]) if end is None else end
 
 
 def _crossing(smooth, centres, level, start, direction):
