@@ -107,7 +107,8 @@ def bench_source(source: str, plans: int, seed: int) -> str:
     sizes = [len(prob.items) for prob, _ in cases]
     return "\n".join([
         f"## `{source}` packings", "",
-        f"{plans} plans with {min(sizes)}-{max(sizes)} objects (mean {statistics.mean(sizes):.1f}).",
+        f"{plans} plans with {min(sizes)}-{max(sizes)} objects "
+        f"(mean {statistics.mean(sizes):.1f}).",
         "", "| metric | value |", "|---|---|",
         f"| median | {np.median(t) * 1000:.0f} ms |",
         f"| p95 | {np.percentile(t, 95) * 1000:.0f} ms |",

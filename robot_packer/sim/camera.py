@@ -17,6 +17,7 @@ import numpy as np
 
 from robot_packer.problem import PackingProblem
 from robot_packer.sim._bullet import p
+from robot_packer.sim.world import SimWorld
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def _render(client, camera: DepthCamera, flags: int = 0):
     _, _, rgb, depth, seg = client.getCameraImage(camera.width, camera.height, view, proj,
                                                   renderer=p.ER_TINY_RENDERER, flags=flags)
     shape = (camera.height, camera.width)
-    return (np.asarray(rgb, np.uint8).reshape(*shape, 4), np.asarray(depth, np.float64).reshape(shape),
+    return (np.asarray(rgb, np.uint8).reshape(*shape, 4),
+            np.asarray(depth, np.float64).reshape(shape),
             np.asarray(seg, np.int64).reshape(shape), view, proj)
 
 
@@ -149,8 +151,6 @@ def render_scene_cloud(problem: PackingProblem, cameras: Sequence[DepthCamera] |
     Returns:
         points (N, 3) float64, metres, world frame; labels (N,) uint32 (0 background, k+1 item k).
     """
-    from robot_packer.sim.world import SimWorld  # local: world imports this module's users
-
     cams = list(cameras) if cameras else list(default_cameras(problem))
     with SimWorld(problem, robot=robot, visuals=True, meshes=include_meshes) as world:
         labels = world.labels_by_body()

@@ -18,6 +18,7 @@ import numpy as np
 from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
 from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
+from robot_packer.sim.render import render_cell
 from robot_packer.sim.verify import plan_inputs
 from robot_packer.sim.world import SimSettings, SimWorld
 
@@ -57,7 +58,7 @@ class ExecutionReport:
     after: np.ndarray | None = None
 
     def summary(self) -> dict:
-        """JSON-ready summary (no images)."""
+        """Summarise as a JSON-ready dict (no images)."""
         return {"success": self.success, "message": self.message, "steps_done": self.steps_done,
                 "max_position_error_m": round(float(self.position_error.max(initial=0.0)), 5),
                 "max_yaw_error_deg": round(float(self.yaw_error_deg.max(initial=0.0)), 3)}
@@ -76,11 +77,11 @@ def execute_plan(problem: PackingProblem, plan: Plan | np.ndarray,
         settings: motion settings.
     """
     del rng
-    poses, steps, order = plan_inputs(problem, plan)
+    poses, steps, _ = plan_inputs(problem, plan)
+    if any("pick" not in st for st in steps):
+        raise ValueError("execute_plan: every step needs a pick pose (items need world poses)")
     planned = problem.container.to_world(poses)
     with SimWorld(problem, robot=True, visuals=record, settings=settings.sim) as world:
-        from robot_packer.sim.render import render_cell
-
         before = render_cell(world) if record else None
         arm = _Arm(world, settings)
         done, message = 0, "all steps executed"
@@ -95,7 +96,8 @@ def execute_plan(problem: PackingProblem, plan: Plan | np.ndarray,
         final = world.object_poses()
         after = render_cell(world) if record else None
     pos_err = np.linalg.norm(final[:, :3] - planned[:, :3], axis=1)
-    yaw_err = np.degrees(np.abs((final[:, 3] - planned[:, 3] + math.pi / 2) % math.pi - math.pi / 2))
+    half_turn = (final[:, 3] - planned[:, 3] + math.pi / 2) % math.pi - math.pi / 2
+    yaw_err = np.degrees(np.abs(half_turn))
     ok = (done == len(steps) and bool(np.all(pos_err <= settings.pos_tol))
           and bool(np.all(yaw_err <= settings.yaw_tol_deg)))
     if done == len(steps) and not ok:

@@ -38,6 +38,7 @@ def tool_quat(psi: float) -> tuple[float, float, float, float]:
 
 
 def quat_angle(q1: Sequence[float], q2: Sequence[float]) -> float:
+    """Rotation angle (rad, in [0, pi]) between two unit quaternions (x, y, z, w)."""
     d = abs(float(np.dot(np.asarray(q1, float), np.asarray(q2, float))))
     return 2.0 * math.acos(min(1.0, d))
 
@@ -70,10 +71,12 @@ class Panda:
 
     # ------------------------------------------------------------------ state
     def set_arm(self, q: Sequence[float]) -> None:
+        """Teleport the 7 arm joints to ``q`` (rad), at rest."""
         for j, v in zip(self.arm, q):
             self.client.resetJointState(self.body, j, float(v), 0.0)
 
     def arm_q(self) -> np.ndarray:
+        """(7,) current arm joint angles (rad)."""
         return np.array([self.client.getJointState(self.body, j)[0] for j in self.arm])
 
     def set_fingers(self, opening: float) -> None:
@@ -93,6 +96,7 @@ class Panda:
                                                   targetPositions=[half, half], forces=[50.0] * 2)
 
     def home(self) -> None:
+        """Ready pose, fingers open, motors holding it."""
         self.set_arm(HOME)
         self.set_fingers(2 * FINGER_MAX)
         self.hold(HOME, 2 * FINGER_MAX)
@@ -107,6 +111,7 @@ class Panda:
         return pos, quat
 
     def within_limits(self, q: Sequence[float], eps: float = 1e-6) -> bool:
+        """Whether arm joints ``q`` lie within the URDF limits."""
         q = np.asarray(q)
         return bool(np.all(q >= self.lower[:7] - eps) and np.all(q <= self.upper[:7] + eps))
 
@@ -166,7 +171,8 @@ class Panda:
         return float(np.linalg.norm(cur_p - np.asarray(pos))), quat_angle(cur_q, quat)
 
     # ------------------------------------------------------------------ collisions
-    def contacts(self, bodies: Iterable[int], margin: float = 0.001) -> list[tuple[int, int, float]]:
+    def contacts(self, bodies: Iterable[int], margin: float = 0.001
+                 ) -> list[tuple[int, int, float]]:
         """(body, robot link, distance) for every robot link penetrating a body by > margin."""
         hits = []
         for b in bodies:

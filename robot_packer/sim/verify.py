@@ -17,15 +17,15 @@ import numpy as np
 from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.problem import PackingProblem, Plan, SceneError
-from robot_packer.sim.robot import IKSettings, Panda
-from robot_packer.sim.world import SimSettings, SimWorld, quat_angle
+from robot_packer.sim.robot import IKSettings, Panda, quat_angle
+from robot_packer.sim.world import SimSettings, SimWorld
 
 
 @dataclass(frozen=True)
 class VerifySettings:
     """Verification thresholds and the (coarse, fast) physics used for settling."""
 
-    penetration_tol: float = 0.002   # m of initial interpenetration tolerated (1 mm slack + contact)
+    penetration_tol: float = 0.002   # m of initial overlap tolerated (1 mm slack + contact noise)
     flyoff: float = 0.5              # m: a centre moving further than this means the sim diverged
     sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=10))
     ik: IKSettings = IKSettings()
@@ -246,8 +246,11 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
 
 
 def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int], margin: float) -> str:
-    """'' when the arm, at its current joints with fingers open around object i, is clear of the
-    container and the placed objects; else a description like '(panda_hand) hits container'."""
+    """Describe what the arm hits while placing object i ('' when clear).
+
+    The arm is at its current joints with the fingers open around object i; obstacles are the
+    container and the objects in ``placed``. Example: ``'(panda_hand) hits container (4.1 mm)'``.
+    """
     problem = world.problem
     panda.set_fingers(_opening(problem, i))
     hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in placed], margin)
@@ -272,4 +275,3 @@ def _opening(problem: PackingProblem, i: int) -> float:
 def _unit(q: Sequence[float]) -> list[float]:
     q = np.asarray(q, float)
     return (q / np.linalg.norm(q)).tolist()
-

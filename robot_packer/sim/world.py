@@ -18,6 +18,7 @@ import numpy as np
 from robot_packer.constraints import TOL
 from robot_packer.problem import PackingProblem
 from robot_packer.sim._bullet import data_path, new_client, p
+from robot_packer.sim.robot import Panda, quat_angle  # noqa: F401 (re-exported)
 
 PANDA_URDF = "franka_panda/panda.urdf"
 MIN_PLATE = 0.005  # m, physical thickness used for a container wall given as 0
@@ -52,12 +53,6 @@ def quat_yaw(q: Sequence[float]) -> float:
     """Yaw (rad) of the body's x axis projected on the xy plane."""
     x, y, z, w = q
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-
-
-def quat_angle(q1: Sequence[float], q2: Sequence[float]) -> float:
-    """Rotation angle (rad, in [0, pi]) between two unit quaternions."""
-    d = abs(float(np.dot(np.asarray(q1, float), np.asarray(q2, float))))
-    return 2.0 * math.acos(min(1.0, d))
 
 
 class SimWorld:
@@ -162,8 +157,6 @@ class SimWorld:
         flags = 0 if self.visuals else p.URDF_IGNORE_VISUAL_SHAPES
         self.robot_id = self.client.loadURDF(data_path(PANDA_URDF), (0, 0, 0), useFixedBase=True,
                                              flags=flags)
-        from robot_packer.sim.robot import Panda  # local: robot.py uses SimWorld types only
-
         Panda(self.client, self.robot_id).home()
         return self.robot_id
 
@@ -185,6 +178,7 @@ class SimWorld:
             self.set_object_pose(body, pose)
 
     def set_object_pose(self, body: int, pose: Sequence[float]) -> None:
+        """Teleport one body to a world pose ``[x, y, z, yaw]``, at rest."""
         x, y, z, yaw = (float(v) for v in pose)
         self.client.resetBasePositionAndOrientation(body, (x, y, z), yaw_quat(yaw))
         self.client.resetBaseVelocity(body, (0, 0, 0), (0, 0, 0))
@@ -208,6 +202,7 @@ class SimWorld:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
+        """Disconnect the client (idempotent)."""
         if getattr(self, "client", None) is not None:
             try:
                 self.client.disconnect()
