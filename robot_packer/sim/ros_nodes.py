@@ -44,26 +44,30 @@ def find_scene(name: str) -> Path:
 
 
 def ros_scene(problem: PackingProblem) -> PackingProblem:
-    """The scene as the packer node sees it: ids ``obj<k+1>``, boxes with ``size[0] >= size[1]``.
-
-    The perception convention (longer footprint side along x) is applied to the true boxes so
-    that the executor compares planned and final yaws in the same frame (a 90 degree turn of
-    the box's axes is the same physical box).
-    """
+    """The scene as the packer node names it: item k is ``obj<k+1>`` (its label k + 1)."""
     ids = {item.id: f"obj{k + 1}" for k, item in enumerate(problem.items)}
-    items = []
-    for item in problem.items:
-        size, pose = np.array(item.size), np.array(item.pose) if item.pose is not None else None
-        swap = size[0] < size[1]
-        if swap:
-            size[[0, 1]] = size[[1, 0]]
-            if pose is not None:
-                pose[3] = (pose[3] + math.pi) % math.pi - math.pi / 2
-        items.append(dataclasses.replace(item, id=ids[item.id], size=size, pose=pose,
-                                         mesh=None if swap else item.mesh))
+    items = tuple(dataclasses.replace(item, id=ids[item.id]) for item in problem.items)
     cons = [Constraint(c.name, tuple(ids.get(a, a) if (c.name != "region" or i == 0) else a
                                      for i, a in enumerate(c.args))) for c in problem.constraints]
-    return dataclasses.replace(problem, items=tuple(items), constraints=tuple(cons))
+    return dataclasses.replace(problem, items=items, constraints=tuple(cons))
+
+
+def align_plan(plan: Plan, problem: PackingProblem) -> Plan:
+    """The plan with each placement yaw expressed in the true object's box axes.
+
+    Perception reports the longer footprint side as x; where the plan's (perceived) size has
+    the true box's x and y swapped, the same physical placement has yaw - 90 degrees in the
+    true box's axes. Steps (gripper poses) are physical and stay as they are.
+    """
+    placements = dict(plan.placements)
+    for item in problem.items:
+        if item.id not in placements or item.id not in plan.sizes:
+            continue
+        (px, py, _), (tx, ty, _) = plan.sizes[item.id], item.size
+        if abs(px - ty) + abs(py - tx) < abs(px - tx) + abs(py - ty):
+            x, y, z, yaw = placements[item.id]
+            placements[item.id] = [x, y, z, (yaw - math.pi / 2 + math.pi) % (2 * math.pi) - math.pi]
+    return dataclasses.replace(plan, placements=placements)
 
 
 def packer_params(problem: PackingProblem, **overrides) -> dict:
@@ -143,7 +147,7 @@ class SimExecutorNode(Node):
         from robot_packer.sim.execute import execute_plan
         from robot_packer.sim.render import save_png
 
-        rep = execute_plan(self.problem, plan)
+        rep = execute_plan(self.problem, align_plan(plan, self.problem))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, image in (("before.png", rep.before), ("after.png", rep.after)):
             if image is not None:
