@@ -113,7 +113,10 @@ def plan_inputs(problem: PackingProblem, plan_or_poses, order=None
     if not steps:
         steps = make_steps(problem, poses, order)
     by_obj = {st["object"]: st for st in steps}
-    return poses, [by_obj[ids[i]] for i in order if ids[i] in by_obj], order
+    missing = [ids[i] for i in order if ids[i] not in by_obj]
+    if missing:
+        raise SceneError(f"plan.steps: no step for object {missing[0]!r}")
+    return poses, [by_obj[ids[i]] for i in order], order
 
 
 def make_steps(problem: PackingProblem, poses: np.ndarray, order: Sequence[int]) -> list[dict]:
