@@ -1,0 +1,67 @@
+"""``portfolio``: several solvers race within one time budget; the first feasible answer wins.
+
+Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
+run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
+and a Python heuristic genuinely overlap. As soon as one member returns a candidate with zero
+violation the race ends; otherwise every member's candidates are merged and re-ranked, so the
+portfolio is never worse than its best member on the same budget.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import replace
+
+import numpy as np
+
+from robot_packer.problem import PackingProblem
+from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked,
+                                      register_solver)
+
+DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
+
+
+@register_solver("portfolio")
+class PortfolioSolver:
+    """Races member solvers (each loaded once, here) and returns the first feasible answer."""
+
+    def __init__(self, config: SolverConfig) -> None:
+        names = config.options.get("members")
+        if names is None:   # the defaults that are registered (cpsat needs the optional extra)
+            names = [n for n in DEFAULT_MEMBERS if n in SOLVERS]
+        unknown = [n for n in names if n not in SOLVERS or n == "portfolio"]
+        if unknown or not names:
+            raise ValueError(f"portfolio members: unknown {unknown or names!r} "
+                             f"(allowed: {', '.join(sorted(set(SOLVERS) - {'portfolio'}))})")
+        self.members = {n: SOLVERS[n](replace(config, solver=n)) for n in names}
+
+    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+        results: list[Candidates] = []
+        pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="portfolio")
+        try:
+            futures = {pool.submit(m.propose, problem, replace(config, solver=n), deadline): n
+                       for n, m in self.members.items()}
+            pending = set(futures)
+            while pending:
+                left = deadline - time.monotonic() + 0.5   # members honour the deadline themselves
+                done, pending = wait(pending, timeout=max(left, 0.0), return_when=FIRST_COMPLETED)
+                if not done:
+                    break
+                for fut in done:
+                    results.append(fut.result())
+                if any(r.violations.size and r.violations[0] <= 0.0 for r in results):
+                    break
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return _merge(results, timed_out=time.monotonic() > deadline)
+
+
+def _merge(results: list[Candidates], timed_out: bool) -> Candidates:
+    samples = sum(r.samples for r in results)
+    usable = [r for r in results if r.poses.shape[0]]
+    if not usable:
+        n = results[0].poses.shape[1] if results else 0
+        return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
+    poses = np.concatenate([r.poses for r in usable])
+    violations = np.concatenate([r.violations for r in usable])
+    return ranked(poses, violations, samples, timed_out or any(r.timed_out for r in results))
