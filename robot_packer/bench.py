@@ -28,7 +28,7 @@ import numpy as np
 
 TEST_SEED_BASE = 10_000_000
 DEFAULT_SOLVERS = "rejection,cem,heuristic"
-SMOKE = {"objects": "3", "problems": 2, "budget": 1.0}
+SMOKE = {"objects": "3", "problems": 2}
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=64, help="samples per batch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny run: 2 problems of 3 objects, 1 s budget")
+                        help="tiny run: 2 problems of 3 objects")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="output folder (e.g. docs/bench/<name>)")
 
@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Map parsed options onto a BenchConfig; raise ValueError naming a bad option."""
     objects, problems, budget = args.objects, args.problems, args.budget
     if args.smoke:
-        objects, problems, budget = SMOKE["objects"], SMOKE["problems"], min(budget, SMOKE["budget"])
+        objects, problems = SMOKE["objects"], SMOKE["problems"]
     try:
         counts = tuple(int(v) for v in str(objects).split(",") if v.strip())
     except ValueError:
@@ -100,10 +100,11 @@ def run_bench(args: argparse.Namespace) -> int:
         check_solvers(cfg)
         if cfg.verify:
             check_verifier()
-    except ValueError as exc:
+        configs, solvers = build_solvers(cfg)
+    except (ValueError, OSError) as exc:   # bad option, or a solver that cannot load its model
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run(cfg)
+    result = run(cfg, configs, solvers)
     print(format_table(result["summary"]))
     print(f"results written to {cfg.out}/results.json, results.md, results.png")
     return 0
@@ -159,18 +160,28 @@ def case_name(n: int, k: int) -> str:
     return f"n{n}_{k:03d}"
 
 
-def run(cfg: BenchConfig) -> dict:
-    """Run every solver on every problem; write and return the results."""
+def build_solvers(cfg: BenchConfig) -> tuple[dict, dict]:
+    """Per solver name: its SolverConfig and a ready instance (models load here, once)."""
     import torch
 
-    from robot_packer.solver import SolverConfig, make_solver, resolve_device
+    from robot_packer.solver import SolverConfig, make_solver
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     base = SolverConfig(seed=cfg.seed, device=cfg.device, candidates=cfg.candidates,
-                        time_budget_s=cfg.budget, verify=cfg.verify)
+                        time_budget_s=cfg.budget, verify=cfg.verify, threads=cfg.threads)
     configs = {name: replace(base, solver=name) for name in cfg.solvers}
-    solvers = {name: make_solver(c) for name, c in configs.items()}
+    return configs, {name: make_solver(c) for name, c in configs.items()}
+
+
+def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = None) -> dict:
+    """Run every solver on every problem; write and return the results."""
+    import torch
+
+    from robot_packer.solver import resolve_device
+
+    if solvers is None:
+        configs, solvers = build_solvers(cfg)
     meta = run_meta(cfg, str(resolve_device(cfg.device)), torch.get_num_threads())
     runs: list[dict] = []
     bar = _progress_bar(cfg)
@@ -199,12 +210,12 @@ def run_one(problem, config, solver, n: int, k: int) -> dict:
     """Solve one case and summarise it as a run record."""
     from robot_packer.solver import solve
 
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     plan = solve(problem, config, solver)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - c0
     success = plan.status == "solved" and (not config.verify or plan.verified)
     return {"solver": config.solver, "n": n, "case": case_name(n, k), "status": plan.status,
-            "success": bool(success), "time_s": round(wall, 4),
+            "success": bool(success), "time_s": round(wall, 4), "cpu_s": round(cpu, 4),
             "verified": plan.verification.get("passed"), "reasons": failure_reasons(plan, success),
             "samples": plan.solver.get("samples")}
 

@@ -1,9 +1,9 @@
 """``heuristic``: deepest-bottom-left fill over extreme points, with randomized restarts.
 
 Objects are placed one at a time at yaw 0° or 90°. The candidate positions of an object are the
-extreme points of the partial packing: every combination of an x and a y taken from the container
-walls and the faces of the placed boxes (touching, or leaving room for the gripper's fingers,
-or the ``away_from`` distance), plus the centres of placed boxes (``on``, ``aligned_x/y``) and the
+extreme points of the partial packing: every combination of an x and a y that puts the object,
+its fingers or its whole gripper (when ``gripper_clear`` applies) against a container wall or a
+face of a placed box (touching, or at the ``away_from`` distance), plus the centres of placed boxes (``on``, ``aligned_x/y``) and the
 edges of its ``region``. z is the resting height. Every candidate is checked exactly against the
 partial placement (:class:`~robot_packer.solver.rejection.PartialChecker`: in, cfree, support,
 heavy_below/fragile, gripper fingers, relations whose arguments are placed); among those that
@@ -35,11 +35,24 @@ _DIRECTIONS = {"left_of": (0.0, 1.0), "right_of": (0.0, -1.0), "behind": (1.0, 0
                "in_front_of": (-1.0, 0.0)}
 
 
-def _finger_gap(problem: PackingProblem) -> float:
-    """Room the parallel fingers need beside an object's narrow side (0 for suction)."""
-    if problem.gripper.type != "parallel" or not problem.rules.gripper_clear:
-        return 0.0
-    return C.TOL.grip_margin + problem.gripper.finger[1] + TOUCH
+def envelopes(problem: PackingProblem, i: int, yaw: float) -> list[tuple[float, float, float,
+                                                                        float]]:
+    """Footprint extents (x below, x above, y below, y above the centre) of object i at ``yaw``:
+    the box itself, plus the fingers and the whole gripper when ``gripper_clear`` applies."""
+    size = problem.sizes[i]
+    hx, hy = (size[0] / 2, size[1] / 2) if yaw == 0.0 else (size[1] / 2, size[0] / 2)
+    out = [(hx, hx, hy, hy)]
+    if not problem.rules.gripper_clear:
+        return out
+    geom = C.Geometry.from_problem(problem, dtype=torch.float64)
+    fp, fs = C.finger_boxes(torch.tensor([0.0, 0.0, 0.0, yaw], dtype=torch.float64),
+                            geom.sizes[i], geom)
+    ex, ey = C.half_extents_xy(fp[..., 3], fs)
+    for k in (slice(0, 2), slice(None)):            # fingers only, then the whole gripper
+        lo_x, hi_x = -float((fp[k, 0] - ex[k]).min()), float((fp[k, 0] + ex[k]).max())
+        lo_y, hi_y = -float((fp[k, 1] - ey[k]).min()), float((fp[k, 1] + ey[k]).max())
+        out.append((max(hx, lo_x), max(hx, hi_x), max(hy, lo_y), max(hy, hi_y)))
+    return out
 
 
 def base_orders(problem: PackingProblem) -> list[list[int]]:
@@ -126,15 +139,17 @@ class HeuristicSolver:
     def _candidates(self, problem, checker, i) -> torch.Tensor:
         """(K, 4) extreme-point poses of object i at yaw 0 and 90°, resting height z."""
         L, W, _ = problem.container.size
-        size = problem.sizes[i]
-        gaps = [TOUCH, _finger_gap(problem) + TOUCH, C.TOL.away + TOUCH]
+        gaps = [TOUCH, C.TOL.away + TOUCH]
         placed = checker.poses[checker.placed].numpy()
         psz = problem.sizes[checker.placed]
         rows = []
         for yaw in (0.0, math.pi / 2):
-            hx, hy = (size[0] / 2, size[1] / 2) if yaw == 0.0 else (size[1] / 2, size[0] / 2)
-            xs = self._coords(0, placed, psz, L, hx, gaps) + self._related(problem, checker, i, 0, hx)
-            ys = self._coords(1, placed, psz, W, hy, gaps) + self._related(problem, checker, i, 1, hy)
+            env = envelopes(problem, i, yaw)
+            hx, hy = env[0][0], env[0][2]
+            xs = (self._coords(0, placed, psz, L, [e[:2] for e in env], gaps)
+                  + self._related(problem, checker, i, 0, hx))
+            ys = (self._coords(1, placed, psz, W, [e[2:] for e in env], gaps)
+                  + self._related(problem, checker, i, 1, hy))
             xs = np.unique(np.round([x for x in xs if abs(x) <= L / 2 - hx + 1e-9], 6))
             ys = np.unique(np.round([y for y in ys if abs(y) <= W / 2 - hy + 1e-9], 6))
             gx, gy = np.meshgrid(xs, ys, indexing="ij")
@@ -144,15 +159,23 @@ class HeuristicSolver:
         return torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
 
     @staticmethod
-    def _coords(axis, placed, psz, extent, h, gaps) -> list[float]:
-        """Wall-touching and face-adjacent centre coordinates along one axis."""
-        out = [sign * (extent / 2 - h - g) for sign in (-1.0, 1.0) for g in (0.0, gaps[1])]
-        for pose, size in zip(placed, psz):
+    def _coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
+        """Centre coordinates along one axis that put the object, its fingers or its gripper
+        (``reach``: (below, above) extents) against a wall or a placed box's face."""
+        out = []
+        for below, above in reach:
+            out += [-extent / 2 + below, extent / 2 - above]
+            for pose, size in zip(placed, psz):
+                c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
+                half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0
+                              else (s * size[0] + c * size[1]))
+                for g in gaps:
+                    out += [pose[axis] + half + below + g, pose[axis] - half - above - g]
+        h_lo, h_hi = reach[0]
+        for pose, size in zip(placed, psz):            # flush with its faces (stacking)
             c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
             half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0 else (s * size[0] + c * size[1]))
-            for g in gaps:
-                out += [pose[axis] + half + h + g, pose[axis] - half - h - g]
-            out += [pose[axis] - half + h, pose[axis] + half - h]      # flush with its faces
+            out += [pose[axis] - half + h_lo, pose[axis] + half - h_hi]
         return out
 
     @staticmethod
