@@ -79,7 +79,8 @@ class PerceivedObject:
                 raise ValueError(f"PerceivedObject.{name}: expected shape {shape}, "
                                  f"got {np.shape(getattr(self, name))}")
         if np.ndim(self.points) != 2 or np.shape(self.points)[1] != 3:
-            raise ValueError(f"PerceivedObject.points: expected (M, 3), got {np.shape(self.points)}")
+            raise ValueError("PerceivedObject.points: expected (M, 3), "
+                             f"got {np.shape(self.points)}")
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ def _voxel_keys(pts, voxel, dense_labels):
 
 def _voxel_centroids(pts, lab, inverse, n):
     counts = np.bincount(inverse, minlength=n).astype(np.float64)
-    cent = np.stack([np.bincount(inverse, pts[:, k], n) for k in range(3)], axis=1) / counts[:, None]
+    cent = np.stack([np.bincount(inverse, pts[:, k], n) for k in range(3)], axis=1)
+    cent /= counts[:, None]
     vlab = np.zeros(n, dtype=np.int64)
     if lab is not None:
         vlab[inverse] = lab

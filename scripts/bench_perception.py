@@ -3,9 +3,10 @@
 
 Each scene puts 3-6 objects on the table in the pick area: boxes and real meshes from
 pybullet_data ``random_urdfs`` (each scaled per axis to a 4-20 cm box), at random yaws, footprints
-at least ``--min-gap`` apart. Two simulated depth cameras (``robot_packer.sim.camera``, TinyRenderer,
-range noise 1-2 mm, 1% flying-pixel outliers) give one fused labelled cloud; perception runs in
-labelled and in unlabelled mode (the container is passed, so its walls are not objects).
+at least ``--min-gap`` apart. Two simulated depth cameras (``robot_packer.sim.camera``,
+TinyRenderer, range noise 1-2 mm, 1% flying-pixel outliers) give one fused labelled cloud;
+perception runs in labelled and in unlabelled mode (the container is passed, so its walls are
+not objects; unlabelled mode looks only in the pick area, so the Panda is not one either).
 
 Metrics: boxes: extents error per axis and yaw error (mod the box symmetry); meshes: share of the
 true surface inside the fitted box and fitted volume / true box volume; unlabelled: scenes with
@@ -224,8 +225,8 @@ def summarise(scenes):
         "time_labelled_s_median": round(float(np.median([s["time_labelled"] for s in scenes])), 3),
         "time_unlabelled_s_median": round(float(np.median([s["time_unlabelled"]
                                                            for s in scenes])), 3),
-        "time_labelled_s_median_6obj": (round(float(np.median([s["time_labelled"] for s in six])), 3)
-                                        if six else None),
+        "time_labelled_s_median_6obj": (
+            round(float(np.median([s["time_labelled"] for s in six])), 3) if six else None),
         "points_median_6obj": int(np.median([s["n_points"] for s in six])) if six else None,
     }
 

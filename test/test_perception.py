@@ -10,7 +10,7 @@ import pytest
 
 from robot_packer import perception
 from robot_packer.cli_perceive import run_perceive
-from robot_packer.perception import PerceptionConfig, fit_single_object, load_cloud, perceive
+from robot_packer.perception import fit_single_object, load_cloud, perceive
 from robot_packer.problem import DEFAULT_DENSITY, Container, load_scene
 
 VIEWS = ((0.9, -0.9, 1.0), (-0.9, 0.9, 1.0))  # two cameras on opposite sides, above the table
@@ -271,9 +271,10 @@ def test_load_cloud_rejects_bad_files_naming_them(tmp_path):
     (tmp_path / "junk.ply").write_text("not a ply file")
     (tmp_path / "junk.npy").write_bytes(b"garbage")
     (tmp_path / "cloud.txt").write_text("1 2 3")
-    for name, message in (("flat.npy", r"\(N, 3\) or \(N, 4\)"), ("junk.ply", "empty or unreadable"),
-                          ("junk.npy", "not a readable"), ("cloud.txt", "unsupported"),
-                          ("missing.pcd", "no such file")):
+    cases = (("flat.npy", r"\(N, 3\) or \(N, 4\)"), ("junk.ply", "empty or unreadable"),
+             ("junk.npy", "not a readable"), ("cloud.txt", "unsupported"),
+             ("missing.pcd", "no such file"))
+    for name, message in cases:
         with pytest.raises(ValueError, match=message) as err:
             load_cloud(tmp_path / name)
         assert name in str(err.value)
