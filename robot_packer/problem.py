@@ -549,7 +549,11 @@ def _id_vectors(mapping: Any, key: str, n: int, what: str, positive: bool = Fals
     for k in mapping:
         if not isinstance(k, str) or not ID_PATTERN.fullmatch(k):
             raise SceneError(f"plan.{key}: key {k!r} is not an object id ([A-Za-z0-9_-]+)")
-    return {k: _floats(_vector(v, n, f"plan.{key}.{k}", positive), 9) for k, v in mapping.items()}
+    out = {k: _floats(_vector(v, n, f"plan.{key}.{k}", positive), 9) for k, v in mapping.items()}
+    for k, v in out.items():  # rounding must not turn a tiny positive size into 0
+        if positive and min(v) <= 0:
+            raise SceneError(f"plan.{key}.{k}: must be {n} positive numbers (>= 1e-9 m)")
+    return out
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
