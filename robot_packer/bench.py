@@ -67,6 +67,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: 2 problems of 3 objects")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                        help="instead of running, join finished result folders of the same "
+                             "problems (e.g. one per solver, run in parallel) into --out")
     parser.add_argument("--out", required=True, help="output folder (e.g. docs/bench/<name>)")
 
 
@@ -95,6 +98,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run_bench(args: argparse.Namespace) -> int:
     """The ``bench`` verb: 0 when the benchmark ran, 2 on invalid options."""
+    if args.merge:
+        try:
+            result = merge_results([Path(d) for d in args.merge], Path(args.out))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: --merge: {exc}", file=sys.stderr)
+            return 2
+        print(format_table(result["summary"]))
+        return 0
     try:
         cfg = config_from_args(args)
         check_solvers(cfg)
@@ -299,6 +310,31 @@ def write_results(cfg: BenchConfig, meta: dict, runs: list[dict]) -> dict:
     atomic_write(out / "results.md", format_markdown(meta, summary))
     atomic_write(out / "results.png", plot(summary, runs, cfg))
     return result
+
+
+def merge_results(parts: list[Path], out: Path) -> dict:
+    """Join result folders that ran the same problems (same counts, seed, tier, budget) into one
+    results set in ``out`` (scenes copied from the first part)."""
+    import shutil
+
+    loaded = [json.loads((p / "results.json").read_text()) for p in parts]
+    same = ("domain", "tier", "objects", "problems", "budget_s", "verify", "seed")
+    meta = dict(loaded[0]["meta"])
+    for part, res in zip(parts, loaded):
+        for key in same:
+            if res["meta"][key] != meta[key]:
+                raise ValueError(f"{part}: {key} {res['meta'][key]!r} differs from {meta[key]!r}")
+    solvers = [s for res in loaded for s in res["meta"]["solvers"]]
+    meta.update(solvers=solvers, command=" && ".join(r["meta"]["command"] for r in loaded),
+                parts=[str(p) for p in parts],
+                git_commit=sorted({r["meta"]["git_commit"] for r in loaded}))
+    meta["git_commit"] = ", ".join(meta["git_commit"])
+    cfg = BenchConfig(str(out), meta["domain"], tuple(meta["objects"]), meta["problems"],
+                      tuple(solvers), meta["budget_s"], meta["device"], meta["seed"],
+                      meta["tier"], meta["verify"])
+    if (parts[0] / "scenes").is_dir() and Path(out).resolve() != parts[0].resolve():
+        shutil.copytree(parts[0] / "scenes", Path(out) / "scenes", dirs_exist_ok=True)
+    return write_results(cfg, meta, [r for res in loaded for r in res["runs"]])
 
 
 def format_table(summary: list[dict]) -> str:

@@ -242,28 +242,43 @@ def test_stable(poses, expected):
 
 # ------------------------------------------------------------------ gripper_clear
 
-NARROW = (0.05, 0.15, 0.1)   # grasped across x: fingers at ±(0.025 + 0.005 + 0.005), 10 mm thick
+NARROW = (0.05, 0.15, 0.1)   # grasped across x (its narrower side)
+# a finger's outer face lies REACH beyond the grasped side: opening margin + finger thickness
+# (the pad plus the clearance the real finger's collision hull needs)
+REACH = C.TOL.grip_margin + Gripper().finger[1] + C.TOL.finger_clearance
+SHALLOW = (0.4, 0.3, 0.12)   # rim 0.12: the hand (>= 36 mm above a 0.1 top) stays above it
 
 
-@pytest.mark.parametrize("x,expected,viol", [
-    (0.160, True, 0.0),     # finger outer face at 0.2: the wall
-    (0.165, False, 0.004),  # 5 mm into the wall, minus the 1 mm slack
+@pytest.mark.parametrize("dx,expected,viol", [
+    (0.0, True, 0.0),        # finger outer face exactly at the wall (x = 0.2)
+    (0.005, False, 0.004),   # 5 mm into the wall, minus the 1 mm slack
 ])
-def test_gripper_finger_hits_wall(x, expected, viol):
-    p = make([NARROW], rules=Rules(False, True, False))
+def test_gripper_finger_hits_wall(dx, expected, viol):
+    p = make([NARROW], rules=Rules(False, True, False), box=SHALLOW)
+    x = 0.2 - 0.025 - REACH + dx
     assert_case(p, [[x, 0, 0.05, 0]], "gripper_clear", expected, viol)
-    # turned 90°, the fingers close along y instead, far from the x wall
-    ok, _ = verdict(p, [[x - 0.04, 0, 0.05, Q]], "gripper_clear")
-    assert ok
+    # turned 90°, the fingers close along y instead: the same x is clear of the x walls
+    assert verdict(p, [[0.2 - 0.075, 0, 0.05, Q]], "gripper_clear")[0]
+
+
+@pytest.mark.parametrize("dx,expected,viol", [(0.0, True, 0.0), (0.005, False, 0.004)])
+def test_gripper_hand_hits_wall_in_a_deep_tote(dx, expected, viol):
+    """With the rim above the hand's underside, the hand's length along the closing axis counts."""
+    p = make([NARROW], rules=Rules(False, True, False), box=(0.4, 0.3, 0.2))
+    x = 0.2 - C.HAND_SIZE[0] / 2 + dx
+    assert C.HAND_ABOVE_TCP + 0.1 < 0.2
+    assert_case(p, [[x, 0, 0.05, 0]], "gripper_clear", expected, viol)
+    shallow = make([NARROW], rules=Rules(False, True, False), box=SHALLOW)
+    assert verdict(shallow, [[x, 0, 0.05, 0]], "gripper_clear")[0]   # hand above the rim
 
 
 @pytest.mark.parametrize("gap,expected,viol", [
-    (0.016, True, 0.0),     # fingers need 5 mm margin + 10 mm thickness beside the narrow side
-    (0.005, False, 0.009),  # the later object's finger goes 10 mm into the first, minus slack
+    (REACH + 0.001, True, 0.0),          # both fingers fit between the two boxes
+    (0.010, False, REACH - 0.010 - 0.001),  # the later object's finger goes into the first
 ])
 def test_gripper_finger_hits_placed_object(gap, expected, viol):
-    p = make([NARROW, NARROW], rules=Rules(False, True, False))
-    poses = [[0, 0, 0.05, 0], [0.05 + gap, 0, 0.05, 0]]
+    p = make([NARROW, NARROW], rules=Rules(False, True, False), box=SHALLOW)
+    poses = [[-0.06, 0, 0.05, 0], [-0.06 + 0.05 + gap, 0, 0.05, 0]]
     for order in ([0, 1], [1, 0]):
         ok, v = verdict(p, poses, "gripper_clear", order)
         assert ok is expected and v == pytest.approx(viol, abs=2e-5)

@@ -1,0 +1,130 @@
+"""Every registered solver through one sweep (shapes, finiteness, determinism, time budget, an easy
+problem solved) on CPU and CUDA when present; infeasible problems report why."""
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from robot_packer import constraints as C
+from robot_packer import datagen
+from robot_packer.problem import Constraint, Container, Item, PackingProblem
+from robot_packer.solver import SOLVERS, SolverConfig, make_solver, register_solver, solve
+from robot_packer.solver import cem, heuristic, rejection  # noqa: F401  (register)
+
+try:
+    import robot_packer.solver.diffusion  # noqa: F401
+except ImportError:
+    pass
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+EASY_SEED = 10_000_003   # benchmark-range seed: never a training problem
+
+
+def build(name, device, **kw):
+    config = SolverConfig(solver=name, device=device, verify=False, candidates=32, seed=7, **kw)
+    try:
+        return config, make_solver(config)
+    except (OSError, ValueError) as exc:    # e.g. a learned solver whose checkpoint is absent
+        pytest.skip(f"{name} cannot be built here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def easy():
+    problem, _ = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    return problem
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_every_solver_solves_an_easy_problem(name, device, easy):
+    config, solver = build(name, device, time_budget_s=10.0)
+    t0 = time.monotonic()
+    cands = solver.propose(easy, config, time.monotonic() + config.time_budget_s)
+    assert time.monotonic() - t0 < config.time_budget_s + 2.0
+    k = cands.poses.shape[0]
+    assert k >= 1 and cands.poses.shape == (k, 3, 4) and cands.violations.shape == (k,)
+    assert np.isfinite(cands.poses).all() and np.isfinite(cands.violations).all()
+    assert np.all(np.diff(cands.violations) >= 0), "candidates must be ranked best first"
+    assert cands.samples >= 1
+    plan = solve(easy, config, solver)
+    assert plan.status == "solved", plan.message
+    poses = plan.poses(easy.ids)
+    assert C.all_satisfied(C.check(easy, poses))
+    assert len(plan.steps) == 3 and plan.solver["name"] == name
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_same_seed_same_answer(name, easy):
+    config, solver = build(name, "cpu", time_budget_s=10.0)
+    first = solve(easy, config, solver)
+    again = solve(easy, config, make_solver(config))
+    assert first.status == again.status == "solved"
+    np.testing.assert_allclose(first.poses(easy.ids), again.poses(easy.ids), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_time_budget_is_respected(name):
+    """A dense 8-object problem with a 0.5 s budget: the solver hands back in time."""
+    problem, _ = datagen.generate(8, np.random.default_rng(EASY_SEED + 1), datagen.HARD)
+    config, solver = build(name, "cpu", time_budget_s=0.5)
+    solver.propose(problem, replace(config, time_budget_s=0.2), time.monotonic() + 0.2)  # warm
+    t0 = time.monotonic()
+    plan = solve(problem, config, solver)
+    wall = time.monotonic() - t0
+    assert wall < config.time_budget_s + 2.0, f"{name} took {wall:.2f} s for a 0.5 s budget"
+    assert plan.status in ("solved", "timeout", "failed")
+    if plan.status != "solved":
+        assert "violates" in plan.message or "candidate" in plan.message
+
+
+def _problem(sizes, constraints=(), box=(0.4, 0.3, 0.2)):
+    items = [Item(f"o{i}", s, pose=[0.3, 0.3, s[2] / 2, 0.0]) for i, s in enumerate(sizes)]
+    return PackingProblem(Container(box), items,
+                          [Constraint(c[0], tuple(c[1:])) for c in constraints])
+
+
+@pytest.mark.parametrize("problem,reason", [
+    (_problem([(0.5, 0.05, 0.05)]), "fits the container"),
+    (_problem([(0.39, 0.29, 0.19)] * 2), "exceeds the container volume"),
+    (_problem([(0.1, 0.1, 0.05)]), "wider than the gripper opening"),
+    (_problem([(0.05, 0.05, 0.05)] * 2, [("left_of", "o0", "o1"), ("left_of", "o1", "o0")]),
+     "contradictory relations"),
+])
+@pytest.mark.parametrize("name", ["rejection", "cem", "heuristic"])
+def test_infeasible_problems_report_the_reason(problem, reason, name):
+    plan = solve(problem, SolverConfig(solver=name, device="cpu", verify=False, time_budget_s=1.0))
+    assert plan.status == "infeasible"
+    assert reason in plan.message
+
+
+def test_solver_registry():
+    assert {"rejection", "cem", "heuristic"} <= set(SOLVERS)
+    with pytest.raises(ValueError, match="already registered"):
+        register_solver("heuristic")(type("Again", (), {}))
+    with pytest.raises(ValueError, match="allowed: .*heuristic"):
+        make_solver(SolverConfig(solver="simulated_annealing"))
+
+
+def test_heuristic_packs_a_dense_problem():
+    """The heuristic must pack what rejection sampling rarely can: a hard-tier 6-object case."""
+    problem, _ = datagen.generate(6, np.random.default_rng(EASY_SEED + 2), datagen.HARD)
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", verify=False,
+                                       time_budget_s=5.0))
+    assert plan.status == "solved", plan.message
+
+
+def test_partial_checker_matches_the_full_checker(easy):
+    """The rejection/heuristic partial checker on a complete placement agrees with ``check``."""
+    _, sol = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    checker = rejection.PartialChecker(easy)
+    order = C.placement_order(easy, sol)
+    for i in order:
+        v = checker.violation(i, torch.as_tensor(sol[i])[None])
+        assert float(v[0]) <= 0.0
+        checker.place(i, sol[i])
+    moved = torch.as_tensor(sol[order[-1]]).clone()
+    moved[0] += 1.0                               # outside the container
+    checker.placed.pop()
+    assert float(checker.violation(order[-1], moved[None])[0]) > 0.5
