@@ -26,7 +26,7 @@ from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from robot_packer.problem import (Constraint, Container, Gripper, PackingProblem, Plan, Rules,
-                                  SceneError, parse_constraints, validate_constraints)
+                                  SceneError, parse_constraints)
 from robot_packer.solver.base import SolverConfig
 
 DEFAULT_MAX_POINTS = 2_000_000  # clouds with more points are rejected (a configurable parameter)
@@ -321,7 +321,7 @@ PARAMETERS = (
     ParamSpec("auto_solve", True, "solve on every new cloud (debounced)"),
     ParamSpec("debounce_s", 0.2, "auto_solve waits this long for a newer cloud (s)", (0.0, 10.0)),
     ParamSpec("publish_unverified", False,
-              "also publish pick/place goals of plans that did not pass verification"),
+              "also publish goals of plans whose exact constraints hold but that are not verified"),
     ParamSpec("max_points", DEFAULT_MAX_POINTS, "clouds with more points are rejected",
               (1, 50_000_000)),
     ParamSpec("input_qos", "sensor_data",
@@ -364,7 +364,8 @@ def settings_from_params(v: Mapping[str, Any]) -> NodeSettings:
     """
     v = {**{p.name: p.default for p in PARAMETERS}, **v}
     if v["input_qos"] not in INPUT_QOS:
-        raise ValueError(f"input_qos: must be one of {', '.join(INPUT_QOS)}, got {v['input_qos']!r}")
+        raise ValueError(f"input_qos: must be one of {', '.join(INPUT_QOS)}, "
+                         f"got {v['input_qos']!r}")
     if not v["world_frame"]:
         raise ValueError("world_frame: must not be empty")
     pose = [float(x) for x in v["cloud_to_world"]]
@@ -441,7 +442,6 @@ def build_problem(points: np.ndarray, labels: np.ndarray, constraints_json: str 
     items = perception.to_items(result)
     constraints = parse_constraints_json(constraints_json, [it.id for it in items])
     try:
-        validate_constraints(constraints, {it.id for it in items})
         return PackingProblem(settings.container, tuple(items), constraints, settings.rules,
                               settings.gripper)
     except SceneError as exc:

@@ -45,8 +45,7 @@ PARAMS = """robot_packer:
     time_budget_s: 3.0
     debounce_s: 0.05
     input_qos: reliable
-    container.size: [0.40, 0.30, 0.10]
-    gripper.finger: [0.02, 0.03, 0.05]   # thicker than the default: the Panda verifier needs room
+    container.size: [0.40, 0.30, 0.10]   # shallow: the Panda hand must reach the floor
 """
 
 
@@ -278,7 +277,8 @@ def test_services_and_diagnostics_respond_while_solving(ros):
               '["left_of", "obj3", "obj1"]]')   # unsatisfiable: the solver uses its budget
     n_plan, n_diag = ros.count("plan"), ros.count("diag")
     start = ros.send(good_msg(1), cyclic)
-    ros.wait(lambda g: any(json.loads(m.data)["state"] == "solving" for _, m in g["status"][start:]),
+    ros.wait(lambda g: any(json.loads(m.data)["state"] == "solving"
+                           for _, m in g["status"][start:]),
              10.0, "state solving")
     t0 = time.monotonic()
     reply = ros.call(ros.clear_cli, Trigger.Request(), timeout=5.0)

@@ -152,7 +152,8 @@ class SimExecutorNode(Node):
         for name, image in (("before.png", rep.before), ("after.png", rep.after)):
             if image is not None:
                 save_png(self.out_dir / name, image)
-        objects = {oid: {"position_error_m": round(float(e), 5), "yaw_error_deg": round(float(y), 2)}
+        objects = {oid: {"position_error_m": round(float(e), 5),
+                         "yaw_error_deg": round(float(y), 2)}
                    for oid, e, y in zip(self.problem.ids, rep.position_error, rep.yaw_error_deg)}
         return {"executed": True, **rep.summary(), "objects": objects,
                 "images": [str(self.out_dir / n) for n in ("before.png", "after.png")]}
