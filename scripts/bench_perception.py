@@ -197,36 +197,43 @@ def run_scene(k, args):
     return out
 
 
+def _stats(values, fn, nd=3):
+    """``fn(values)`` rounded, or None when there are no values (a box-only or mesh-only run)."""
+    return round(float(fn(values)), nd) if len(values) else None
+
+
 def summarise(scenes):
-    ext = np.array([b["extent_err"] for s in scenes for b in s["boxes"]]) * 1000
+    ext = np.array([b["extent_err"] for s in scenes for b in s["boxes"]]).reshape(-1, 3) * 1000
     yaw = np.array([b["yaw_err_deg"] for s in scenes for b in s["boxes"]])
     inside = np.array([m["inside"] for s in scenes for m in s["meshes"]])
     vol = np.array([m["volume_ratio"] for s in scenes for m in s["meshes"]])
     count_ok = [s["unlabelled_count"] == s["n_objects"] for s in scenes]
     six = [s for s in scenes if s["n_objects"] == 6]
+    med = [s["time_labelled"] for s in six]
     return {
         "scenes": len(scenes), "objects": int(sum(s["n_objects"] for s in scenes)),
         "boxes": len(ext), "meshes": len(inside),
         "missing_labelled": int(sum(len(s["missing"]) for s in scenes)),
-        "box_extent_err_mm_median_xyz": np.median(ext, 0).round(2).tolist(),
-        "box_extent_err_mm_p95_xyz": np.percentile(ext, 95, 0).round(2).tolist(),
-        "box_extent_err_mm_max": round(float(ext.max()), 2),
-        "box_yaw_err_deg_median": round(float(np.median(yaw)), 2),
-        "box_yaw_err_deg_p95": round(float(np.percentile(yaw, 95)), 2),
-        "box_yaw_err_deg_max": round(float(yaw.max()), 2),
-        "mesh_inside_median": round(float(np.median(inside)), 4),
-        "mesh_inside_min": round(float(inside.min()), 4),
-        "mesh_inside_share_ge_97pct": round(float(np.mean(inside >= 0.97)), 3),
-        "mesh_volume_ratio_median": round(float(np.median(vol)), 3),
-        "mesh_volume_ratio_max": round(float(vol.max()), 3),
-        "mesh_volume_share_le_1.6": round(float(np.mean(vol <= 1.6)), 3),
+        "box_extent_err_mm_median_xyz": (np.median(ext, 0).round(2).tolist() if len(ext)
+                                         else None),
+        "box_extent_err_mm_p95_xyz": (np.percentile(ext, 95, 0).round(2).tolist() if len(ext)
+                                      else None),
+        "box_extent_err_mm_max": _stats(ext, np.max, 2),
+        "box_yaw_err_deg_median": _stats(yaw, np.median, 2),
+        "box_yaw_err_deg_p95": _stats(yaw, lambda v: np.percentile(v, 95), 2),
+        "box_yaw_err_deg_max": _stats(yaw, np.max, 2),
+        "mesh_inside_mean": _stats(inside, np.mean, 4),
+        "mesh_inside_median": _stats(inside, np.median, 4),
+        "mesh_inside_min": _stats(inside, np.min, 4),
+        "mesh_inside_share_ge_97pct": _stats(inside, lambda v: np.mean(v >= 0.97)),
+        "mesh_volume_ratio_median": _stats(vol, np.median),
+        "mesh_volume_ratio_max": _stats(vol, np.max),
+        "mesh_volume_share_le_1.6": _stats(vol, lambda v: np.mean(v <= 1.6)),
         "unlabelled_count_ok": f"{sum(count_ok)}/{len(scenes)}",
         "points_median": int(np.median([s["n_points"] for s in scenes])),
-        "time_labelled_s_median": round(float(np.median([s["time_labelled"] for s in scenes])), 3),
-        "time_unlabelled_s_median": round(float(np.median([s["time_unlabelled"]
-                                                           for s in scenes])), 3),
-        "time_labelled_s_median_6obj": (
-            round(float(np.median([s["time_labelled"] for s in six])), 3) if six else None),
+        "time_labelled_s_median": _stats([s["time_labelled"] for s in scenes], np.median),
+        "time_unlabelled_s_median": _stats([s["time_unlabelled"] for s in scenes], np.median),
+        "time_labelled_s_median_6obj": _stats(med, np.median),
         "points_median_6obj": int(np.median([s["n_points"] for s in six])) if six else None,
     }
 
