@@ -137,7 +137,8 @@ def check_solvers(cfg: BenchConfig) -> None:
     known = registered_solvers()
     for name in cfg.solvers:
         if name not in known:
-            raise ValueError(f"--solvers: {name!r} is not registered (registered: {', '.join(known)})")
+            raise ValueError(f"--solvers: {name!r} is not registered "
+                             f"(registered: {', '.join(known)})")
 
 
 def check_verifier() -> None:

@@ -131,8 +131,8 @@ class CEMSolver:
         parent = elite[torch.randint(0, n_elite, (n_child,), generator=gen, device=dev)]
         child = parent.clone()
         half = n_child // 2
-        child[:half, :, :2] += sigma * torch.randn((half, n, 2), generator=gen, device=dev,
-                                                    dtype=dt)
+        step = torch.randn((half, n, 2), generator=gen, device=dev, dtype=dt)
+        child[:half, :, :2] += sigma * step
         redraw = random_poses(problem, n_child - half, gen, dev, dt)
         which = torch.randint(0, n, (n_child - half,), generator=gen, device=dev)
         rows = torch.arange(n_child - half, device=dev)

@@ -3,16 +3,18 @@
 Objects are placed one at a time at yaw 0° or 90°. The candidate positions of an object are the
 extreme points of the partial packing: every combination of an x and a y that puts the object,
 its fingers or its whole gripper (when ``gripper_clear`` applies) against a container wall or a
-face of a placed box (touching, or at the ``away_from`` distance), plus the centres of placed boxes (``on``, ``aligned_x/y``) and the
-edges of its ``region``. z is the resting height. Every candidate is checked exactly against the
-partial placement (:class:`~robot_packer.solver.rejection.PartialChecker`: in, cfree, support,
-heavy_below/fragile, gripper fingers, relations whose arguments are placed); among those that
+face of a placed box (touching, or at the ``away_from`` distance), plus the centres of placed
+boxes (``on``, ``aligned_x/y``, ``close_to``) and the edges of its ``region``. z is the resting
+height. Every candidate is checked exactly against the partial placement
+(:class:`~robot_packer.solver.rejection.PartialChecker`: in, cfree, support, heavy_below/fragile,
+gripper fingers and hand, relations whose arguments are placed); among those that
 pass, the deepest one is taken, ties broken towards the attempt's corner and towards the sides
 that the object's still-pending side relations ask for.
 
 Orders tried: heavy first (fragile last), largest volume first, largest footprint first, then
 random permutations; every order respects listed ``on`` relations (the base first). The first
-restarts use the bottom-left corner; later ones a random corner and noisy scores. Complete
+restarts use the bottom-left corner, then with noisy scores; later ones random orders towards
+random corners. Complete
 placements are checked with the full exact checker; the first that passes ends the search.
 
 Options: ``keep`` (16) failing placements kept for ranking when nothing passes.
@@ -33,10 +35,10 @@ from robot_packer.solver.rejection import PartialChecker
 TOUCH = 0.0005          # gap left between touching faces (m), below TOL.slack
 _DIRECTIONS = {"left_of": (0.0, 1.0), "right_of": (0.0, -1.0), "behind": (1.0, 0.0),
                "in_front_of": (-1.0, 0.0)}
+_CENTRED = ("on", "aligned_x", "aligned_y", "close_to")   # relations suggesting a partner's centre
 
 
-def envelopes(problem: PackingProblem, i: int, yaw: float) -> list[tuple[float, float, float,
-                                                                        float]]:
+def envelopes(problem: PackingProblem, i: int, yaw: float) -> list[tuple[float, ...]]:
     """Footprint extents (x below, x above, y below, y above the centre) of object i at ``yaw``:
     the box itself, plus the fingers and the whole gripper when ``gripper_clear`` applies."""
     size = problem.sizes[i]
@@ -82,6 +84,18 @@ def respect_on(problem: PackingProblem, order: list[int]) -> list[int]:
     return out
 
 
+def _restart_plan(restart: int, orders: list[list[int]], n: int, rng: np.random.Generator):
+    """Order, corner and score noise of one restart: the base orders towards the bottom-left
+    corner, then again with noisy scores, then random orders towards random corners."""
+    k = len(orders)
+    if restart < k:
+        return orders[restart], (-1.0, -1.0), 0.0
+    order = list(rng.permutation(n))
+    corner = (-1.0, -1.0) if restart < 2 * k else tuple(rng.choice([-1.0, 1.0], 2))
+    noise = 0.02 * rng.random()
+    return (orders[restart - k] if restart < 2 * k else order), corner, noise
+
+
 @register_solver("heuristic")
 class HeuristicSolver:
     """Deepest-bottom-left fill over extreme points (see the module docstring)."""
@@ -99,12 +113,7 @@ class HeuristicSolver:
             if time.monotonic() >= deadline:
                 timed_out = True
                 break
-            order = orders[restart] if restart < len(orders) else list(rng.permutation(len(
-                problem.items)))
-            corner = (-1.0, -1.0) if restart < 2 * len(orders) else tuple(rng.choice([-1.0, 1.0], 2))
-            noise = 0.0 if restart < len(orders) else 0.02 * rng.random()
-            if restart >= len(orders) and restart < 2 * len(orders):
-                order = orders[restart - len(orders)]
+            order, corner, noise = _restart_plan(restart, orders, len(problem.items), rng)
             poses = self._attempt(problem, checker, respect_on(problem, [int(i) for i in order]),
                                   corner, noise, rng)
             restart += 1
@@ -192,8 +201,7 @@ class HeuristicSolver:
                 out += [lo + h + TOUCH, hi - h - TOUCH]
                 continue
             other = args[1] if args[0] == i else args[0]
-            if other in checker.placed and con.name in ("on", "aligned_x", "aligned_y",
-                                                         "close_to"):
+            if other in checker.placed and con.name in _CENTRED:
                 out.append(float(checker.poses[other, axis]))
         return out
 

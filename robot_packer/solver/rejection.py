@@ -90,7 +90,8 @@ class PartialChecker:
         if "stable" in self.cp.edges:
             v = v + C.REGISTRY["stable"].violation(full, g, torch.tensor([[i]]))[:, 0]
         for name, rows in self.relations:
-            keep = [r for r in rows.tolist() if _objects(name, r) <= done and i in _objects(name, r)]
+            keep = [r for r in rows.tolist()
+                    if _objects(name, r) <= done and i in _objects(name, r)]
             if keep:
                 v = v + C.REGISTRY[name].violation(full, g, torch.tensor(keep)).sum(-1)
         if "gripper_clear" in self.cp.edges:
