@@ -176,6 +176,13 @@ def run_scene(k, args):
     start = time.perf_counter()
     result = perception.perceive(pts, labels, CONFIG, container=CONTAINER)
     out["time_labelled"] = time.perf_counter() - start
+    if args.repeats and len(problem.items) == 6:
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            perception.perceive(pts, labels, CONFIG, container=CONTAINER)
+            times.append(time.perf_counter() - start)
+        out["time_labelled_repeats"] = times
     found = {o.label: o for o in result.objects}
     for i, item in enumerate(problem.items):
         obj = found.get(i + 1)
@@ -235,6 +242,8 @@ def summarise(scenes):
         "time_unlabelled_s_median": _stats([s["time_unlabelled"] for s in scenes], np.median),
         "time_labelled_s_median_6obj": _stats(med, np.median),
         "points_median_6obj": int(np.median([s["n_points"] for s in six])) if six else None,
+        "time_labelled_s_median_6obj_repeats": _stats(
+            [t for s in six for t in s.get("time_labelled_repeats", [])], np.median),
     }
 
 
@@ -247,6 +256,8 @@ def main() -> None:
     parser.add_argument("--outliers", type=float, default=0.01, help="flying-pixel share")
     parser.add_argument("--cameras", choices=("opposite", "sim"), default="opposite",
                         help="camera layout (see cameras())")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="also time labelled perceive this many times on 6-object scenes")
     parser.add_argument("--out", default=None, help="write per-scene results + summary (JSON)")
     args = parser.parse_args()
     scenes = []
