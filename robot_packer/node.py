@@ -24,10 +24,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
+from visualization_msgs.msg import Marker, MarkerArray
 
 from robot_packer import ros_io
-from robot_packer.problem import Plan
 from robot_packer.solver import make_solver, solve
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -125,8 +124,11 @@ class PackerNode(Node):
     def _srv_clear(self, _req, resp):
         with self._cv:
             self._cloud, self._pending, self._generation = None, False, self._generation + 1
-        self.pub_markers.publish(MarkerArray(markers=[ros_io.plan_markers(
-            Plan("failed"), self.settings.container, self.settings.world_frame).markers[0]]))
+            waiters, self._waiters = self._waiters, []
+        for w in waiters:  # ~/solve calls still queued: answer them
+            w.update(ok=False, message="cleared before the solve started")
+            w["event"].set()
+        self.pub_markers.publish(MarkerArray(markers=[Marker(action=Marker.DELETEALL)]))
         self._set_state("idle", "cleared; waiting for a cloud on objects/points")
         resp.success, resp.message = True, json.dumps({"state": "idle", "message": "cleared"})
         return resp
