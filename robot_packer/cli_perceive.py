@@ -25,13 +25,16 @@ def result_to_dict(result) -> dict:
             "support_plane": [round(float(v), DECIMALS) for v in result.support_plane]}
 
 
-def run_perceive(cloud_path: str | Path, labelled: bool, out_path: str | Path) -> int:
+def run_perceive(cloud_path: str | Path, labelled: bool, out_path: str | Path,
+                 config=None, container=None) -> int:
     """Perceive the objects of a cloud file and write the objects JSON.
 
     Args:
         cloud_path: .npy (N, 3) or (N, 4) with a label column, .ply or .pcd; world frame.
         labelled: use the .npy label column (0 = background) instead of clustering.
         out_path: where the JSON goes (written atomically).
+        config: optional ``PerceptionConfig`` (e.g. a ``workspace`` crop for unlabelled clouds).
+        container: optional ``Container``: in unlabelled mode its walls are not objects.
 
     Returns:
         0 when objects were found and written, 2 on invalid input or when none were found.
@@ -49,7 +52,9 @@ def run_perceive(cloud_path: str | Path, labelled: bool, out_path: str | Path) -
             return error(f"{cloud_path}: --labelled needs a .npy (N, 4) cloud whose 4th column "
                          "holds the labels")
         labels = cloud[:, 3] if labelled else None
-        result = perception.perceive(cloud[:, :3], labels)
+        result = perception.perceive(cloud[:, :3], labels,
+                                     config or perception.PerceptionConfig(),
+                                     container=container)
     except ValueError as exc:
         return error(str(exc))
     for warning in result.skipped:
