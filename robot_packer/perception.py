@@ -413,12 +413,14 @@ def _cluster_groups(centroids, above, inverse, frame, config, warnings):
 
 def _fit_group(pts, label, what, frame, config, limit, warnings):
     """Box of one object's points, or None with a warning (too few points, too large)."""
+    c = frame.coords(pts)
+    above = c[:, 2] > -3 * config.plane_distance  # nothing lies below the support plane
+    pts, c = pts[above], c[above]
     if len(pts) < config.min_points:
-        warnings.append(f"{what}: {len(pts)} points, below min_points={config.min_points}, "
+        below = f" ({int(np.sum(~above))} more below the support plane)" if not above.all() else ""
+        warnings.append(f"{what}: {len(pts)} points{below}, below min_points={config.min_points}, "
                         "dropped")
         return None
-    c = frame.coords(pts)
-    c = c[c[:, 2] > -3 * config.plane_distance]  # nothing lies below the support plane
     raised = c[c[:, 2] >= config.min_height]
     foot = raised if len(raised) >= config.min_points else c
     yaw = _min_area_yaw(_dense_voxel_centroids(foot[:, :2], config.coarse_voxel))

@@ -175,6 +175,16 @@ def test_bad_input_raises_a_clear_value_error(points, labels, message):
         perceive(points, labels)
 
 
+def test_a_label_below_the_table_is_dropped_not_a_crash(scene):
+    pts, labels = scene
+    sunk = np.array([0.0, 0.4, -0.2]) + np.random.default_rng(10).normal(0, 0.01, (50, 3))
+    result = perceive(np.concatenate([pts, sunk]),
+                      np.concatenate([labels, np.full(50, 9, np.uint32)]))
+    assert [o.label for o in result.objects] == [1, 2, 3, 4]
+    assert any(w.startswith("label 9: 0 points (50 more below the support plane)")
+               for w in result.skipped)
+
+
 def test_only_background_labels_give_no_objects_and_say_so(scene):
     pts, labels = scene
     result = perceive(pts, np.zeros_like(labels))
