@@ -505,7 +505,7 @@ def _edge(values, config):
     face seen up to its edge) or a tapering surface (a curved object seen at grazing angles): its
     position is the outermost crossing of ``step_level`` times the maximum, so thin tips stay in.
     """
-    step = max(config.edge_bin, config.edge_window * 20.0 / len(values))
+    step = max(config.edge_bin, min(config.edge_window * 20.0 / len(values), 3 * config.edge_bin))
     hi = float(np.percentile(values, 98.0))  # anchor below stray points along camera rays
     top = min(float(values.max()), hi + config.edge_window)
     lo = max(hi - config.edge_window, float(np.percentile(values, 2.0)))
