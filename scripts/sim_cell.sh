@@ -38,20 +38,32 @@ trap 'exit 130' INT TERM
 echo "sim_cell: scene $SCENE, solver $SOLVER, domain $ROS_DOMAIN_ID, logs in $OUT"
 
 "$BIN/packer_node" --ros-args --params-file "$OUT/packer_params.yaml" >"$OUT/packer.log" 2>&1 &
-PIDS+=($!)
+PACKER_PID=$!
+PIDS+=($PACKER_PID)
 "$BIN/sim_executor" --ros-args -p "scene:=$SCENE" -p "out_dir:=$OUT" >"$OUT/executor.log" 2>&1 &
 PIDS+=($!)
 "$BIN/sim_camera" --ros-args -p "scene:=$SCENE" >"$OUT/camera.log" 2>&1 &
 PIDS+=($!)
 
-"$PY" - "$TIMEOUT" "$OUT" <<'PYEOF'
+"$PY" - "$TIMEOUT" "$OUT" "$PACKER_PID" <<'PYEOF'
 """Wait for the plan and the executor's result; print them; exit 0 only on success."""
-import json, sys, time
+import json, os, sys, time
 import rclpy
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-timeout, out = float(sys.argv[1]), sys.argv[2]
+timeout, out, packer_pid = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+
+def alive(pid):
+    """True while the process runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 got = {}
@@ -64,6 +76,9 @@ for key, topic in (("plan", "robot_packer/plan"), ("result", "sim/result"),
 end = time.monotonic() + timeout
 while time.monotonic() < end and "result" not in got:
     rclpy.spin_once(node, timeout_sec=0.2)
+    if not alive(packer_pid):
+        print("sim_cell: packer_node exited:\n" + open(f"{out}/packer.log").read()[-1500:])
+        sys.exit(1)
     status = got.get("status", {})
     if status.get("state") == "failed" and "plan" not in got:
         time.sleep(1.0)
