@@ -7,10 +7,12 @@ The only module that imports open3d. Pipeline of :func:`perceive`:
    statistical outlier filter on the voxel centroids (removes sensor outliers cheaply);
 3. RANSAC support plane (open3d ``segment_plane``, seeded) on the background, least-squares
    refined; objects rest on it (fallback: the table plane z = 0, with a warning);
-4. objects by label, or by DBSCAN (open3d ``cluster_dbscan``) of the voxels above the plane;
-5. per object: minimum-area rectangle (rotating calipers on the 2D convex hull) of the points
-   projected on the plane gives the yaw; robust face positions (:func:`_edge`) give the footprint
-   extents and the top; the unseen bottom is filled down to the plane.
+4. objects by label, or by DBSCAN (open3d ``cluster_dbscan``) of the voxels above the plane,
+   projected on it (objects stand side by side; optional container/workspace exclusion);
+5. per object: the minimum-area rectangle of the points projected on the plane (rotating
+   calipers candidates on the 2D convex hull, scored robustly, :func:`_min_area_yaw`) gives the
+   yaw; robust face positions (:func:`_edge`) give the footprint extents and the top; the unseen
+   bottom is filled down to the plane. docs/perception.md has the details and measurements.
 
 Conventions: ``size = [sx, sy, sz]`` with ``sx >= sy`` (x along the longer footprint side), yaw
 about world z in (-pi/2, pi/2], pose ``[x, y, z, yaw]`` is the box centre in the world frame.
@@ -152,16 +154,8 @@ def perceive(points: np.ndarray, labels: np.ndarray | None = None,
     seed = int(rng.integers(2**31 - 1)) if rng is not None else config.seed
     plane_pts = centroids[voxel_label == 0] if lab is not None else centroids
     plane = _support_plane(plane_pts, config, seed, warnings)
-    if lab is not None:
-        candidates = voxel_label > 0
-    else:
-        candidates = _Frame.of(plane).coords(centroids)[:, 2] > config.min_height
-        if container is not None:
-            candidates &= ~_inside_container(centroids, container, config.container_margin)
-        if config.workspace is not None:
-            x0, x1, y0, y1 = config.workspace
-            candidates &= ((centroids[:, 0] >= x0) & (centroids[:, 0] <= x1)
-                           & (centroids[:, 1] >= y0) & (centroids[:, 1] <= y1))
+    candidates = (voxel_label > 0 if lab is not None
+                  else _unlabelled_candidates(centroids, plane, container, config))
     keep_voxel = _inlier_voxels(centroids, voxel_label, candidates, config)
     if lab is not None:
         groups = _label_groups(lab, keep_voxel[inverse])
@@ -359,6 +353,19 @@ def _refine_plane(pts):
     if normal[2] < 0:
         normal = -normal
     return np.append(normal, -normal @ centre)
+
+
+def _unlabelled_candidates(centroids, plane, container, config):
+    """Mask of voxels that may belong to objects: above the plane, off the container, in the
+    workspace."""
+    candidates = _Frame.of(plane).coords(centroids)[:, 2] > config.min_height
+    if container is not None:
+        candidates &= ~_inside_container(centroids, container, config.container_margin)
+    if config.workspace is not None:
+        x0, x1, y0, y1 = config.workspace
+        candidates &= ((centroids[:, 0] >= x0) & (centroids[:, 0] <= x1)
+                       & (centroids[:, 1] >= y0) & (centroids[:, 1] <= y1))
+    return candidates
 
 
 def _inside_container(pts, container, margin):
