@@ -57,8 +57,9 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
 
     x = poses.detach().clone()
     if noise > 0:
-        x[..., :2] += noise * torch.randn(x[..., :2].shape, generator=generator,
-                                          device=x.device, dtype=x.dtype)
+        dev = generator.device if generator is not None else x.device
+        x[..., :2] += noise * torch.randn(x[..., :2].shape, generator=generator, device=dev,
+                                          dtype=x.dtype).to(x.device)
     lo, hi = _bounds(box_size, x)
     pos = x[..., :3].clone().requires_grad_(True)
     yaw = x[..., 3:].clone().requires_grad_(True)

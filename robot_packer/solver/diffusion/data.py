@@ -1,0 +1,78 @@
+"""Training data: procedurally generated solved pack3d problems, cached as plain records.
+
+Generation (``datagen.generate``) is the slow part (~20-80 ms per problem), so it runs once,
+optionally in several processes, and the records are pickled to a cache file (not in git).
+A record keeps what the factor graph needs: the problem and one known solution.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from robot_packer.datagen import HARD, GenConfig, generate, label_relations
+from robot_packer.problem import PackingProblem
+
+DENSE = GenConfig(fill_xy=(0.75, 0.97), fill_z=(0.7, 1.0), clearance=(0.002, 0.008),
+                  stack_prob=0.35, relations=(1, 6))
+# (config, probability) mixture used for training problems.
+MIXTURE: tuple[tuple[GenConfig, float], ...] = ((GenConfig(), 0.5), (DENSE, 0.35),
+                                                (replace(HARD, relations=(1, 6)), 0.15))
+TRAIN_SEED_LIMIT = 1_000_000    # training seeds are below this; evaluation seeds >= 10_000_000
+
+
+def make_record(seed: int, n_range: tuple[int, int] = (2, 5)) -> tuple[PackingProblem, np.ndarray]:
+    """One solved problem from ``seed``: n objects, a mixture config, a random subset of the
+    relations that hold in the solution kept as the problem's constraints."""
+    if seed >= TRAIN_SEED_LIMIT:
+        raise ValueError(f"seed: training seeds must be < {TRAIN_SEED_LIMIT}, got {seed}")
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(n_range[0], n_range[1] + 1))
+    cfgs, probs = zip(*MIXTURE)
+    cfg = cfgs[int(rng.choice(len(cfgs), p=np.array(probs)))]
+    problem, poses = generate(n, rng, cfg)
+    held = label_relations(problem, poses)
+    k = int(rng.integers(0, min(len(held), 3 * n) + 1)) if held else 0
+    keep = sorted(rng.choice(len(held), size=k, replace=False).tolist()) if k else []
+    return replace(problem, constraints=tuple(held[i] for i in keep)), poses
+
+
+def _worker(seed: int):
+    try:
+        return make_record(seed)
+    except RuntimeError:
+        return None
+
+
+def build_dataset(seeds: range | list[int], processes: int = 1, cache: str | Path | None = None,
+                  progress: bool = True) -> list[tuple[PackingProblem, np.ndarray]]:
+    """Records for ``seeds`` (loaded from ``cache`` when it already holds them)."""
+    seeds = list(seeds)
+    if cache is not None and Path(cache).exists():
+        with open(cache, "rb") as fh:
+            data = pickle.load(fh)
+        if len(data) >= len(seeds) * 0.95:
+            return data
+    if processes > 1:
+        with mp.get_context("spawn").Pool(processes) as pool:
+            it = pool.imap(_worker, seeds, chunksize=64)
+            data = [r for r in _progress(it, len(seeds), progress) if r is not None]
+    else:
+        data = [r for r in _progress(map(_worker, seeds), len(seeds), progress) if r is not None]
+    if cache is not None:
+        tmp = Path(str(cache) + ".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(data, fh)
+        tmp.replace(cache)
+    return data
+
+
+def _progress(it, total, enabled):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc="generating problems", mininterval=5.0)

@@ -1,0 +1,121 @@
+"""The ``diffusion`` solver: compositional diffusion proposals, refined and ranked by violation.
+
+Options (``SolverConfig.options``, all optional): ``steps`` (DDIM steps, default 25), ``eta``,
+``langevin_steps``, ``langevin_size``, ``refine_steps`` (default 60), ``refine_lr``,
+``refine_top`` (candidates refined per round, default 16), ``snap_yaw`` (default true: half the
+refined candidates get their yaw snapped to the nearest quarter turn), ``domain`` (``pack3d``),
+``init`` (``random`` replaces the samples by uniform starts: the refinement-only ablation),
+``max_rounds`` (sampling rounds before giving up, default: until the deadline).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_packer.constraints import compile_problem
+from robot_packer.problem import PackingProblem, resource_path
+from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
+                                      resolve_device, seeded_generators)
+from robot_packer.solver.diffusion.checkpoint import load_model
+from robot_packer.solver.diffusion.graph import build_graph, denormalise
+from robot_packer.solver.diffusion.sampler import SamplerConfig, sample
+from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
+from robot_packer.solver.refine import refine
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """Solver-specific knobs, parsed from ``SolverConfig.options``."""
+
+    domain: str = "pack3d"
+    steps: int = 25
+    eta: float = 0.5
+    langevin_steps: int = 1
+    langevin_size: float = 0.01
+    refine_steps: int = 60
+    refine_lr: float = 0.003
+    refine_top: int = 16
+    snap_yaw: bool = True
+    init: str = "diffusion"       # "random": uniform starts instead of samples (ablation)
+
+    @classmethod
+    def from_dict(cls, options: dict) -> "DiffusionOptions":
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(options) - set(known) - {"max_rounds"})
+        if unknown:
+            raise ValueError(f"options.{unknown[0]}: unknown diffusion option "
+                             f"(allowed: {', '.join(sorted(known))})")
+        out = cls(**{k: v for k, v in options.items() if k in known})
+        if out.init not in ("diffusion", "random"):
+            raise ValueError(f"options.init: must be 'diffusion' or 'random', got {out.init!r}")
+        return out
+
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(self.steps, self.eta, self.langevin_steps, self.langevin_size)
+
+
+def model_path(config: SolverConfig, domain: str) -> Path:
+    """Where the domain's checkpoint lives: ``config.model_dir`` or the package's models/."""
+    if config.model_dir:
+        return Path(config.model_dir) / f"{domain}.pt"
+    try:
+        return resource_path("models", f"{domain}.pt")
+    except FileNotFoundError as exc:
+        raise ValueError(f"model {domain}.pt: not found ({exc})") from None
+
+
+@register_solver("diffusion")
+class DiffusionSolver:
+    """Loads the checkpoint once; ``propose`` samples, refines and ranks candidates."""
+
+    def __init__(self, config: SolverConfig):
+        self.options = DiffusionOptions.from_dict(config.options)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        self.model = load_model(model_path(config, self.options.domain), self.device)
+        steps = int(getattr(self.model, "config").train_steps)
+        self.schedule = CosineSchedule(ScheduleConfig(train_steps=steps), self.device)
+
+    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+        _, gen = seeded_generators(config, torch.device("cpu"))   # CPU noise: same on CUDA
+        graph = build_graph(problem, self.device)
+        compiled = compile_problem(problem, self.device)
+        max_rounds = int(config.options.get("max_rounds", 1000))
+        found, vals, samples, timed_out = [], [], 0, False
+        for _ in range(max_rounds):                  # smart restart: new batch while time remains
+            poses = self.round(graph, compiled, problem, config.candidates, gen, deadline)
+            v = compiled.total(poses).detach()
+            found.append(poses.cpu().numpy())
+            vals.append(v.cpu().numpy())
+            samples += config.candidates
+            if bool((v <= 0).any()):
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+        return ranked(np.concatenate(found), np.concatenate(vals), samples, timed_out)
+
+    def round(self, graph, compiled, problem, num: int, gen: torch.Generator,
+              deadline: float) -> torch.Tensor:
+        """One batch: sample, pick the best ``refine_top`` by violation, refine them (metres)."""
+        opts = self.options
+        if opts.init == "random":
+            x = (torch.rand((num, graph.n, 5), generator=gen) * 2 - 1).to(graph.nodes.device)
+        else:
+            x = sample(self.model, self.schedule, graph, num, opts.sampler(), gen)
+        poses = denormalise(x, graph.box)
+        with torch.no_grad():
+            v = compiled.total(poses)
+        top = poses[torch.argsort(v)[:min(opts.refine_top, num)]]
+        if opts.snap_yaw:                            # try both: raw yaw and the nearest quarter turn
+            snapped = top.clone()
+            snapped[..., 3] = torch.round(snapped[..., 3] / (math.pi / 2)) * (math.pi / 2)
+            top = torch.cat([top[: (len(top) + 1) // 2], snapped[(len(top) + 1) // 2:]])
+        return refine(top, compiled, opts.refine_steps, opts.refine_lr, problem.container.size,
+                      deadline=deadline)

@@ -1,0 +1,188 @@
+"""Compositional diffusion solver: denoisers, composition, sampler, training, checkpoint, solving."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
+from robot_packer import constraints as C
+from robot_packer.datagen import GenConfig, generate
+from robot_packer.problem import resource_path
+from robot_packer.solver.base import SOLVERS, SolverConfig
+from robot_packer.solver.diffusion.checkpoint import load_model, save_model, sha256_of
+from robot_packer.solver.diffusion.data import make_record
+from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_graph, denormalise,
+                                                 normalise)
+from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig
+from robot_packer.solver.diffusion.sampler import SamplerConfig, sample
+from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
+from robot_packer.solver.diffusion.train import PackedDataset, diffusion_loss
+from robot_packer.solver.pipeline import solve
+from robot_packer.solver.refine import refine
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TINY = DenoiserConfig(hidden=16, head_hidden=16, train_steps=100)
+
+
+def tiny_model(seed: int = 0) -> ComposedDenoiser:
+    torch.manual_seed(seed)
+    return ComposedDenoiser(TINY).eval()
+
+
+def problem(n: int = 4, seed: int = 10_000_123):
+    return generate(n, np.random.default_rng(seed), GenConfig(relations=(2, 3)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("edge_type", sorted(EDGE_TYPES))
+def test_every_denoiser_head_shapes_finite_deterministic(edge_type, device):
+    arity = EDGE_TYPES[edge_type]
+    graph = build_graph(problem(3)[0], device)
+    args = torch.tensor([[0, 1][:arity], [2, 0][:arity]], device=device)
+    x = torch.randn(5, graph.n, POSE_DIM, generator=torch.Generator().manual_seed(1)).to(device)
+    t = torch.full((5, graph.n), 40, device=device)
+    outs = []
+    for _ in range(2):
+        model = tiny_model().to(device)
+        enc, temb = model.encode(x, t, graph)
+        outs.append(model.edge_eps(edge_type, enc, temb, args))
+    assert outs[0].shape == (5, 2, arity, POSE_DIM)
+    assert torch.isfinite(outs[0]).all()
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_composition_is_edge_sum_over_sqrt_degree():
+    graph = build_graph(problem(4)[0])
+    model = tiny_model()
+    x = torch.randn(3, graph.n, POSE_DIM, generator=torch.Generator().manual_seed(2))
+    t = torch.full((3, graph.n), 10)
+    enc, temb = model.encode(x, t, graph)
+    expected = torch.zeros_like(x)
+    degree = torch.zeros(graph.n)
+    for k, args in graph.edges.items():
+        eps = model.edge_eps(k, enc, temb, args)
+        for e, row in enumerate(args.tolist()):
+            for a, node in enumerate(row):
+                expected[:, node] += eps[:, e, a]
+                degree[node] += 1
+    assert torch.allclose(model(x, t, graph), expected / degree.sqrt()[:, None], atol=1e-5)
+
+
+def test_pose_normalisation_round_trip_keeps_boxes():
+    prob, sol = problem(4)
+    graph = build_graph(prob)
+    back = denormalise(normalise(torch.tensor(sol, dtype=torch.float32), graph.box), graph.box)
+    assert torch.allclose(back[:, :3], torch.tensor(sol[:, :3], dtype=torch.float32), atol=1e-5)
+    assert C.all_satisfied(C.check(prob, back.double().numpy()))   # yaw mod pi is the same box
+
+
+def test_sampling_loop_is_pinned_and_seeded():
+    graph = build_graph(problem(3)[0])
+    model = tiny_model()
+    sched = CosineSchedule(ScheduleConfig(train_steps=100))
+    cfg = SamplerConfig(steps=5, eta=0.5, langevin_steps=1, langevin_size=0.01)
+    a = sample(model, sched, graph, 2, cfg, torch.Generator().manual_seed(0))
+    b = sample(model, sched, graph, 2, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert a.shape == (2, 3, POSE_DIM)
+    pinned = torch.tensor(PINNED_SAMPLE)
+    assert torch.allclose(a[0, 0], pinned, atol=1e-4), a[0, 0].tolist()
+
+
+PINNED_SAMPLE = [-1.5, -1.4977394, 1.5, -1.3795925, 1.5]   # seed 0, tiny untrained model
+
+
+def test_training_lowers_the_loss_on_a_tiny_dataset():
+    records = [make_record(s) for s in range(24)]
+    data = PackedDataset(records)
+    torch.manual_seed(0)
+    model = ComposedDenoiser(TINY)
+    sched = CosineSchedule(ScheduleConfig(train_steps=100))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(200):
+        ids = torch.randperm(data.size, generator=gen)[:12]
+        loss = diffusion_loss(model, sched, data, ids, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
+
+
+def test_refine_reaches_zero_violation_from_a_perturbed_solution():
+    prob, sol = problem(4)
+    compiled = C.compile_problem(prob)
+    start = torch.tensor(sol, dtype=torch.float32)[None].repeat(4, 1, 1)
+    start[..., :2] += 0.01 * torch.randn(start[..., :2].shape, generator=torch.Generator().manual_seed(0))
+    assert float(compiled.total(start).min()) > 0
+    out = refine(start, compiled, steps=150, lr=0.003, box_size=prob.container.size)
+    assert float(compiled.total(out).min()) == 0.0
+
+
+def test_shipped_checkpoint_solves_a_four_object_problem():
+    assert "diffusion" in SOLVERS
+    prob, _ = problem(4, seed=10_000_777)
+    plan = solve(prob, SolverConfig(solver="diffusion", verify=False, time_budget_s=20.0, seed=0))
+    assert plan.status == "solved", plan.message
+    assert C.all_satisfied(C.check(prob, plan.poses(prob.ids)))
+
+
+def test_tampered_truncated_or_missing_checkpoint_is_rejected(tmp_path):
+    src = resource_path("models")
+    shutil.copy(src / "pack3d.pt", tmp_path / "pack3d.pt")
+    shutil.copy(src / "README.md", tmp_path / "README.md")
+    assert load_model(tmp_path / "pack3d.pt") is not None
+    blob = bytearray((tmp_path / "pack3d.pt").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (tmp_path / "pack3d.pt").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="pack3d.pt"):
+        load_model(tmp_path / "pack3d.pt")
+    (tmp_path / "pack3d.pt").write_bytes(bytes(blob[:1000]))
+    with pytest.raises(ValueError, match="pack3d.pt"):
+        SOLVERS["diffusion"](SolverConfig(model_dir=str(tmp_path)))
+    (tmp_path / "pack3d.pt").unlink()
+    with pytest.raises(ValueError, match="pack3d.pt"):
+        SOLVERS["diffusion"](SolverConfig(model_dir=str(tmp_path)))
+
+
+def test_saved_tiny_model_round_trips(tmp_path):
+    model = tiny_model()
+    sha = save_model(model, tmp_path / "pack3d.pt")
+    (tmp_path / "README.md").write_text(f"| file | sha256 |\n|---|---|\n| pack3d.pt | {sha} | tiny |\n")
+    assert sha == sha256_of(tmp_path / "pack3d.pt")
+    loaded = load_model(tmp_path / "pack3d.pt")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA absent")
+def test_same_seed_same_candidates_on_cpu_and_cuda():
+    prob, _ = problem(4, seed=10_000_778)
+    plans = [solve(prob, SolverConfig(solver="diffusion", device=d, verify=False, seed=3,
+                                      options={"max_rounds": 1})) for d in ("cpu", "cuda")]
+    a, b = (p.poses(prob.ids) for p in plans)
+    assert np.allclose(a, b, atol=2e-3)
+
+
+def test_ddp_training_with_two_gloo_processes(tmp_path):
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "robot_packer.solver.diffusion.train", "--steps", "4", "--batch", "4",
+           "--data-size", "8", "--data-cache", str(tmp_path / "data.pkl"), "--device", "cpu",
+           "--val-every", "0", "--ckpt-every", "2", "--hidden", "16", "--head-hidden", "16",
+           "--out", str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    blob = torch.load(out, weights_only=True)
+    assert blob["config"]["step"] == 4 and (tmp_path / "ddp.pt.resume").exists()
