@@ -38,7 +38,8 @@ _DIRECTIONS = {"left_of": (0.0, 1.0), "right_of": (0.0, -1.0), "behind": (1.0, 0
 _CENTRED = ("on", "aligned_x", "aligned_y", "close_to")   # relations suggesting a partner's centre
 
 
-def envelopes(problem: PackingProblem, i: int, yaw: float) -> list[tuple[float, ...]]:
+def envelopes(problem: PackingProblem, geom: C.Geometry, i: int,
+              yaw: float) -> list[tuple[float, ...]]:
     """Footprint extents (x below, x above, y below, y above the centre) of object i at ``yaw``:
     the box itself, plus the fingers and the whole gripper when ``gripper_clear`` applies."""
     size = problem.sizes[i]
@@ -46,7 +47,6 @@ def envelopes(problem: PackingProblem, i: int, yaw: float) -> list[tuple[float, 
     out = [(hx, hx, hy, hy)]
     if not problem.rules.gripper_clear:
         return out
-    geom = C.Geometry.from_problem(problem, dtype=torch.float64)
     fp, fs = C.finger_boxes(torch.tensor([0.0, 0.0, 0.0, yaw], dtype=torch.float64),
                             geom.sizes[i], geom)
     ex, ey = C.half_extents_xy(fp[..., 3], fs)
@@ -92,7 +92,7 @@ def _restart_plan(restart: int, orders: list[list[int]], n: int, rng: np.random.
         return orders[restart], (-1.0, -1.0), 0.0
     order = list(rng.permutation(n))
     corner = (-1.0, -1.0) if restart < 2 * k else tuple(rng.choice([-1.0, 1.0], 2))
-    noise = 0.02 * rng.random()
+    noise = 0.3 * rng.random() ** 2
     return (orders[restart - k] if restart < 2 * k else order), corner, noise
 
 
@@ -153,7 +153,7 @@ class HeuristicSolver:
         psz = problem.sizes[checker.placed]
         rows = []
         for yaw in (0.0, math.pi / 2):
-            env = envelopes(problem, i, yaw)
+            env = envelopes(problem, checker.geom, i, yaw)
             hx, hy = env[0][0], env[0][2]
             xs = (self._coords(0, placed, psz, L, [e[:2] for e in env], gaps)
                   + self._related(problem, checker, i, 0, hx))
@@ -202,7 +202,8 @@ class HeuristicSolver:
                 continue
             other = args[1] if args[0] == i else args[0]
             if other in checker.placed and con.name in _CENTRED:
-                out.append(float(checker.poses[other, axis]))
+                c = float(checker.poses[other, axis])
+                out += [c, c - 0.9 * C.TOL.aligned, c + 0.9 * C.TOL.aligned]
         return out
 
     @staticmethod

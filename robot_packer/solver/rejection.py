@@ -76,17 +76,37 @@ class PartialChecker:
         return floor + 0.5 * s[i, 2]
 
     def violation(self, i: int, cand: torch.Tensor) -> torch.Tensor:
-        """(B,) total violation (m) of placing object i at ``cand`` (B, 4) after ``placed``."""
+        """(B,) violation (m) of placing object i at ``cand`` (B, 4) after ``placed``: 0 exactly
+        where every applicable check passes. Candidates failing the cheap ``in``/``cfree`` checks
+        skip the rest (their value is then a lower bound), unless no candidate passes those."""
+        v = self._in_cfree(i, cand)
+        ok = v <= 0.0
+        if bool(ok.any()) and not bool(ok.all()):
+            v[ok] = self._rest(i, cand[ok])
+            return v
+        return v + self._rest(i, cand)
+
+    def _full(self, i: int, cand: torch.Tensor) -> torch.Tensor:
+        full = self.poses[None].repeat(cand.shape[0], 1, 1)
+        full[:, i] = cand
+        return full
+
+    def _in_cfree(self, i: int, cand: torch.Tensor) -> torch.Tensor:
+        full = self._full(i, cand)
+        v = C.REGISTRY["in"].violation(full, self.geom, torch.tensor([[i]]))[:, 0]
+        if self.placed:
+            placed = torch.tensor(self.placed, dtype=torch.long)
+            pairs = torch.stack([torch.full_like(placed, i), placed], -1)
+            v = v + C.REGISTRY["cfree"].violation(full, self.geom, pairs).sum(-1)
+        return v
+
+    def _rest(self, i: int, cand: torch.Tensor) -> torch.Tensor:
+        """Support, heavy_below/fragile, listed relations and the gripper, (B,)."""
         g, s = self.geom, self.geom.sizes
         b = cand.shape[0]
-        full = self.poses[None].repeat(b, 1, 1)
-        full[:, i] = cand
-        v = C.REGISTRY["in"].violation(full, g, torch.tensor([[i]]))[:, 0]
-        placed = torch.tensor(self.placed, dtype=torch.long)
+        full = self._full(i, cand)
+        v = torch.zeros(b, dtype=cand.dtype)
         done = set(self.placed) | {i}
-        if self.placed:
-            pairs = torch.stack([torch.full_like(placed, i), placed], -1)
-            v = v + C.REGISTRY["cfree"].violation(full, g, pairs).sum(-1)
         if "stable" in self.cp.edges:
             v = v + C.REGISTRY["stable"].violation(full, g, torch.tensor([[i]]))[:, 0]
         for name, rows in self.relations:
