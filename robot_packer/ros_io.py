@@ -324,9 +324,9 @@ PARAMETERS = (
               "also publish goals of plans whose exact constraints hold but that are not verified"),
     ParamSpec("max_points", DEFAULT_MAX_POINTS, "clouds with more points are rejected",
               (1, 50_000_000)),
-    ParamSpec("input_qos", "sensor_data",
-              "cloud subscription QoS: sensor_data (best effort) | reliable | latched "
-              "(reliable + transient_local)", read_only=True),
+    ParamSpec("input_qos", "reliable",
+              "cloud subscription QoS: reliable | sensor_data (best effort; large clouds may "
+              "be dropped by DDS) | latched (reliable + transient_local)", read_only=True),
     ParamSpec("gripper.type", "parallel", "parallel | suction"),
     ParamSpec("gripper.max_opening", 0.08, "parallel gripper max opening (m)", (0.001, 0.5)),
     ParamSpec("gripper.finger", [0.02, 0.01, 0.05], "finger width, thickness, depth (m)"),
@@ -353,7 +353,7 @@ class NodeSettings:
     debounce_s: float = 0.2
     publish_unverified: bool = False
     max_points: int = DEFAULT_MAX_POINTS
-    input_qos: str = "sensor_data"
+    input_qos: str = "reliable"
 
 
 def settings_from_params(v: Mapping[str, Any]) -> NodeSettings:

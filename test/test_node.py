@@ -44,7 +44,6 @@ PARAMS = """robot_packer:
     threads: 1
     time_budget_s: 3.0
     debounce_s: 0.05
-    input_qos: reliable
     container.size: [0.40, 0.30, 0.10]   # shallow: the Panda hand must reach the floor
 """
 
