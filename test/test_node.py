@@ -325,3 +325,53 @@ def test_unknown_solver_exits_with_one_clear_line(tmp_path):
     out = subprocess.run(node_cmd() + ["--ros-args", "-p", "solver:=magic"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 2 and "solver" in out.stderr and "magic" in out.stderr
+
+
+def test_latest_cloud_wins_while_solving(ros):
+    """Clouds A then B arrive during a solve: B is solved next, A is dropped."""
+    cyclic = ('[["left_of", "obj1", "obj2"], ["left_of", "obj2", "obj3"], '
+              '["left_of", "obj3", "obj1"]]')   # unsatisfiable: each solve uses its budget
+    ros.set_params(time_budget_s=1.0)
+    try:
+        ros.outcome(ros.send(constraints=cyclic))
+        n_plan = ros.count("plan")
+        start = ros.send(good_msg(2))
+        ros.wait(lambda g: any(json.loads(m.data)["state"] == "solving"
+                               for _, m in g["status"][start:]), 10.0, "state solving")
+        moved = [((x + 0.05, y), size, yaw) for (x, y), size, yaw in GOOD_BOXES]
+        ros.cloud_pub.publish(good_msg(3))                                            # A
+        ros.cloud_pub.publish(ros_io.cloud_to_msg(*box_cloud(moved, seed=4), "world"))  # B
+        ros.wait(lambda g: len(g["plan"]) >= n_plan + 2, 30.0, "two plans")
+        time.sleep(2.5)  # no third solve follows
+        assert ros.count("plan") == n_plan + 2
+        with ros.lock:
+            plan = json.loads(ros.got["plan"][-1][1].data)
+            dropped = {kv.key: kv.value for kv in ros.got["diag"][-1][1].status[0].values}
+        picks = sorted(s["pick"]["position"][0] for s in plan["steps"])
+        assert picks == pytest.approx(sorted(x for (x, _), _, _ in moved), abs=0.01)
+        assert int(dropped["dropped"]) >= 1
+    finally:
+        ros.set_params(time_budget_s=3.0)
+
+
+def test_sim_scene_ids_and_plan_alignment():
+    """The sim nodes name scene item k obj<k+1> and re-express yaws in the true box axes."""
+    from robot_packer.problem import Plan, load_scene
+    from robot_packer.sim.ros_nodes import align_plan, find_scene, packer_params, ros_scene
+
+    scene = load_scene(find_scene("groceries_relations"))
+    ros_problem = ros_scene(scene)
+    assert ros_problem.ids == [f"obj{k + 1}" for k in range(len(scene.items))]
+    assert [c.to_list() for c in ros_problem.constraints][:1] == [["left_of", "obj1", "obj2"]]
+    assert ["region", "obj4", "back"] in [c.to_list() for c in ros_problem.constraints]
+    cereal = ros_problem.items[0]            # true size 0.06 x 0.15: x is the short side
+    plan = Plan("solved", placements={"obj1": [0.0, 0.0, 0.095, 0.3]},
+                sizes={"obj1": [0.15, 0.06, 0.19]})  # perceived: long side along x
+    assert align_plan(plan, ros_problem).placements["obj1"][3] == pytest.approx(
+        0.3 - np.pi / 2)
+    plan.sizes["obj1"] = [float(v) for v in cereal.size]
+    assert align_plan(plan, ros_problem).placements["obj1"][3] == pytest.approx(0.3)
+    params = packer_params(scene, solver="cem")
+    settings = ros_io.settings_from_params(params)
+    assert list(settings.container.size) == list(scene.container.size)
+    assert settings.input_qos == "latched" and settings.solver.solver == "cem"
