@@ -7,7 +7,7 @@
 # Env:   SOLVER (diffusion), DEVICE (auto), TIME_BUDGET (10), TIMEOUT (300 s), PY (.venv/bin/python)
 set -u
 cd "$(dirname "$0")/.."
-SCENE=${1:-groceries_relations}
+SCENE=${1:-demo_tote}
 OUT=${2:-sim_cell_out}
 PY=${PY:-.venv/bin/python}
 BIN=${BIN:-$(dirname "$PY")}
