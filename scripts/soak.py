@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,8 @@ def summarize(args, tmp, statuses, plans, rss, sent, pub_s, stop, final_rss) -> 
         "rss_mb_final": round(final_rss, 1) if final_rss else None,
         "rss_mb_peak": round(max(m for _, m in rss if m), 1) if rss else None,
         "rss_growth_mb": round(growth, 1) if growth is not None else None,
+        "failure_reasons": dict(Counter(str(s.get("message", ""))[:90] for _, s in statuses
+                                        if s["state"] == "failed").most_common(5)),
         "log_problems": problems[:20], "log_dir": str(tmp),
     }
     checks = {
@@ -278,7 +281,8 @@ def probe(args) -> list[dict]:
     def bad_cloud(name, msg, constraints=None):
         cases.append((name, msg, constraints))
 
-    bad_cloud("all points background (label 0)", ros_io.cloud_to_msg(good_pts, good_lab * 0, "world"))
+    bad_cloud("all points background (label 0)",
+              ros_io.cloud_to_msg(good_pts, good_lab * 0, "world"))
     bad_cloud("no label field", ros_io.cloud_to_msg(good_pts, None, "world"))
     nan = good_pts.copy()
     nan[:] = np.nan
