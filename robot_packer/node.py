@@ -27,7 +27,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from robot_packer import ros_io
-from robot_packer.solver import make_solver, solve
+from robot_packer.solver import make_solver, resolve_device, solve
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -55,6 +55,7 @@ class PackerNode(Node):
         for spec in ros_io.PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.settings = ros_io.settings_from_params(self._values({}))  # ValueError: fatal
+        self.device = str(resolve_device(self.settings.solver.device))  # cuda without CUDA: fatal
         self.solver = make_solver(self.settings.solver)  # models load once, here
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._cv = threading.Condition()
@@ -200,7 +201,7 @@ class PackerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         s = self.settings
-        values = {"state": self._state[0], "solver": s.solver.solver, "device": s.solver.device,
+        values = {"state": self._state[0], "solver": s.solver.solver, "device": self.device,
                   **self._counts, **{f"last_{k}": v for k, v in self._last.items()}}
         self.pub_diag.publish(ros_io.diagnostics_msg(
             f"{self.get_fully_qualified_name()}: packer", *self._state, values,
