@@ -281,7 +281,7 @@ def test_services_and_diagnostics_respond_while_solving(ros):
              10.0, "state solving")
     t0 = time.monotonic()
     reply = ros.call(ros.clear_cli, Trigger.Request(), timeout=5.0)
-    assert reply.success and time.monotonic() - t0 < 1.5
+    assert reply.success and time.monotonic() - t0 < 2.5  # the solve itself runs >= 3 s
     ros.wait(lambda g: len(g["diag"]) > n_diag + 1, 5.0, "diagnostics during the solve")
     assert ros.statuses()[-1]["state"] == "idle"
     time.sleep(6.0)  # the cleared solve finishes; its result is discarded
