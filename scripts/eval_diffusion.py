@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,10 +32,14 @@ VARIANTS = {"diffusion+refine": {}, "diffusion alone": {"refine_steps": 0},
 
 def problems(n: int, count: int) -> list:
     """``count`` fresh problems with ``n`` objects (GenConfig defaults), disjoint from training."""
-    out = []
-    for k in range(count):
+    out, k = [], 0
+    while len(out) < count:           # a seed whose generation fails is skipped
         rng = np.random.default_rng(TEST_SEED_BASE + 1000 * n + k)
-        out.append(generate(n, rng, GenConfig())[0])
+        k += 1
+        try:
+            out.append(generate(n, rng, GenConfig())[0])
+        except RuntimeError:
+            continue
     return out
 
 
@@ -46,7 +51,7 @@ def success(probs, budget: float, candidates: int, model_dir, options: dict) -> 
     ok, secs = 0, []
     for k, p in enumerate(probs):
         t0 = time.monotonic()
-        plan = solve(p, SolverConfig(**{**cfg.__dict__, "seed": k}), solver=solver)
+        plan = solve(p, replace(cfg, seed=k), solver=solver)
         secs.append(time.monotonic() - t0)
         ok += plan.status == "solved"
     return ok / len(probs), float(np.mean(secs))

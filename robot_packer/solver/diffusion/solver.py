@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,11 @@ from robot_packer.solver.diffusion.graph import build_graph, denormalise
 from robot_packer.solver.diffusion.sampler import SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 from robot_packer.solver.refine import refine
+
+
+SAMPLE_SHARE = 0.4   # at most this share of the time left goes to reverse diffusion
+MIN_STEPS = 8        # ... but never fewer DDIM steps than this
+RESTART_SHARE = 0.5  # a new round starts only with this share of the last round's time left
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class DiffusionSolver:
         max_rounds = int(config.options.get("max_rounds", 1000))
         found, vals, samples, timed_out = [], [], 0, False
         for _ in range(max_rounds):                  # smart restart: new batch while time remains
+            t0 = time.monotonic()
             poses = self.round(graph, compiled, problem, config.candidates, gen, deadline)
             v = compiled.total(poses).detach()
             found.append(poses.cpu().numpy())
@@ -96,10 +102,23 @@ class DiffusionSolver:
             samples += config.candidates
             if bool((v <= 0).any()):
                 break
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left < RESTART_SHARE * (time.monotonic() - t0):   # no time for a useful round
                 timed_out = True
                 break
         return ranked(np.concatenate(found), np.concatenate(vals), samples, timed_out)
+
+    def fitted_sampler(self, graph, num: int, deadline: float) -> SamplerConfig:
+        """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when one forward pass
+        says the full count would take more than SAMPLE_SHARE of the time left."""
+        cfg = self.options.sampler()
+        t0 = time.monotonic()
+        with torch.no_grad():
+            self.model(torch.zeros(num, graph.n, 5, device=graph.nodes.device),
+                       torch.zeros(num, graph.n, dtype=torch.long, device=graph.nodes.device), graph)
+        per_step = (time.monotonic() - t0) * (1 + cfg.langevin_steps)
+        fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
+        return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
     def round(self, graph, compiled, problem, num: int, gen: torch.Generator,
               deadline: float) -> torch.Tensor:
@@ -108,7 +127,8 @@ class DiffusionSolver:
         if opts.init == "random":
             x = (torch.rand((num, graph.n, 5), generator=gen) * 2 - 1).to(graph.nodes.device)
         else:
-            x = sample(self.model, self.schedule, graph, num, opts.sampler(), gen)
+            x = sample(self.model, self.schedule, graph, num, self.fitted_sampler(graph, num, deadline),
+                       gen)
         poses = denormalise(x, graph.box)
         with torch.no_grad():
             v = compiled.total(poses)

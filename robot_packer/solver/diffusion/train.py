@@ -86,15 +86,17 @@ class PackedDataset:
         new_start = counts.cumsum(0) - counts
         owner = torch.repeat_interleave(torch.arange(len(ids), device=dev), counts)
         node_idx = start[owner] + torch.arange(int(counts.sum()), device=dev) - new_start[owner]
-        shift = torch.full((self.size,), -1, dtype=torch.long, device=dev)
+        shift = torch.zeros(self.size, dtype=torch.long, device=dev)
         shift[ids] = new_start - start
+        keep = torch.zeros(self.size, dtype=torch.bool, device=dev)
+        keep[ids] = True
         flips = torch.zeros(self.size, 2, dtype=torch.bool, device=dev)
         if generator is not None:
             flips[ids] = torch.rand((len(ids), 2), generator=generator, device=dev) < 0.5
         edges: dict[str, list[torch.Tensor]] = {}
         for k, args in self.edges.items():
             prob = self.edge_prob[k]
-            sel = shift[prob] >= 0
+            sel = keep[prob]
             fx, fy = flips[prob, 0], flips[prob, 1]
             for mx in (False, True):
                 for my in (False, True):
