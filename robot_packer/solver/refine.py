@@ -54,8 +54,9 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
         noise: std in metres of the jitter added to x, y before descending (0: none).
         yaw_lr_scale: ratio of the yaw step size to the position step size.
         deadline: optional ``time.monotonic()`` value; descent stops early once it is passed.
-        cheap_fraction: share of the steps that descend the violations without ``gripper_clear``
-            (its finger-box terms cost ~2/3 of a step); the rest descends the full total, and
+        cheap_fraction: share of the steps that descend the violations without the pairwise
+            ``gripper_clear`` terms (finger boxes vs objects: ~2/3 of a step; the finger-wall
+            terms stay); the rest descends the full total, and
             only full-total iterates count as "best".
 
     Returns:
@@ -74,7 +75,8 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
     cur = x.clone()                                     # optimizer imports on the first call)
     best = x.clone()
     best_v = torch.full(x.shape[:1], float("inf"), dtype=x.dtype, device=x.device)
-    cheap = replace(compiled, edges={k: v for k, v in compiled.edges.items() if k != "gripper_clear"})
+    cheap = replace(compiled, edges={k: (v[:0] if k == "gripper_clear" else v)   # walls stay
+                                     for k, v in compiled.edges.items()})
     switch = int(cheap_fraction * steps) if "gripper_clear" in compiled.edges else 0
     for k in range(steps + 1):
         cur.requires_grad_(True)
