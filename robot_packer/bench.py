@@ -149,23 +149,35 @@ def check_verifier() -> None:
                          "use --no-verify") from None
 
 
-def problem_seed(cfg: BenchConfig, n: int, k: int) -> int:
-    """Seed of problem ``k`` with ``n`` objects: >= TEST_SEED_BASE, never a training seed."""
-    return TEST_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * n + k
+def problem_seed(cfg: BenchConfig, n: int, j: int) -> int:
+    """The ``j``-th candidate seed for ``n`` objects: >= TEST_SEED_BASE, never a training seed."""
+    return TEST_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * n + j
 
 
-def make_problems(cfg: BenchConfig, n: int) -> list:
-    """Generate (and save as scenes) the ``cfg.problems`` problems with ``n`` objects."""
+def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
+    """The ``cfg.problems`` problems with ``n`` objects (saved as scenes) and their seeds.
+
+    Problem k comes from the k-th seed of the sequence :func:`problem_seed` (n, 0), (n, 1), ...
+    for which the generator succeeds; the rare seeds it gives up on are skipped.
+    """
     from robot_packer import datagen
     from robot_packer.problem import save_scene
 
     gen_cfg = datagen.HARD if cfg.tier == "hard" else datagen.GenConfig()
-    out = []
-    for k in range(cfg.problems):
-        problem, _ = datagen.generate(n, np.random.default_rng(problem_seed(cfg, n, k)), gen_cfg)
-        save_scene(problem, Path(cfg.out) / "scenes" / f"{case_name(n, k)}.yaml")
-        out.append(problem)
-    return out
+    problems, seeds, j = [], [], 0
+    while len(problems) < cfg.problems:
+        if j >= 10_000:
+            raise RuntimeError(f"the generator failed on too many {n}-object seeds")
+        seed = problem_seed(cfg, n, j)
+        j += 1
+        try:
+            problem, _ = datagen.generate(n, np.random.default_rng(seed), gen_cfg)
+        except RuntimeError:      # the generator gave up on this seed: take the next one
+            continue
+        save_scene(problem, Path(cfg.out) / "scenes" / f"{case_name(n, len(problems))}.yaml")
+        problems.append(problem)
+        seeds.append(seed)
+    return problems, seeds
 
 
 def case_name(n: int, k: int) -> str:
@@ -198,11 +210,11 @@ def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = No
     runs: list[dict] = []
     bar = _progress_bar(cfg)
     for n in cfg.objects:
-        problems = make_problems(cfg, n)
+        problems, seeds = make_problems(cfg, n)
         warm_up(problems[0], configs, solvers)
-        for k, problem in enumerate(problems):
+        for k, (problem, seed) in enumerate(zip(problems, seeds)):
             for name in cfg.solvers:
-                runs.append(run_one(problem, configs[name], solvers[name], n, k))
+                runs.append(run_one(problem, configs[name], solvers[name], n, k) | {"seed": seed})
                 bar.update(1)
         write_results(cfg, meta, runs)
     bar.close()
@@ -277,7 +289,8 @@ def run_meta(cfg: BenchConfig, device: str, threads: int) -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                   time.gmtime()),
-            "seeds": f"{TEST_SEED_BASE} + 1_000_000*seed + 10_000*n + k"}
+            "seeds": f"{TEST_SEED_BASE} + 1_000_000*seed + 10_000*n + j, j = 0, 1, ... "
+                     "(seeds the generator gives up on are skipped; each run lists its seed)"}
 
 
 def reproduce_command(cfg: BenchConfig) -> str:
@@ -314,28 +327,34 @@ def write_results(cfg: BenchConfig, meta: dict, runs: list[dict]) -> dict:
 
 
 def merge_results(parts: list[Path], out: Path) -> dict:
-    """Join result folders that ran the same problems (same counts, seed, tier, budget) into one
-    results set in ``out`` (scenes copied from the first part)."""
+    """Join result folders of the same benchmark (seed, tier, budget, problems per N; solvers
+    or object counts split across parts) into one results set in ``out`` (scenes copied)."""
     import shutil
 
     loaded = [json.loads((p / "results.json").read_text()) for p in parts]
-    same = ("domain", "tier", "objects", "problems", "budget_s", "verify", "seed")
+    same = ("domain", "tier", "problems", "budget_s", "verify", "seed")
     meta = dict(loaded[0]["meta"])
     for part, res in zip(parts, loaded):
         for key in same:
             if res["meta"][key] != meta[key]:
                 raise ValueError(f"{part}: {key} {res['meta'][key]!r} differs from {meta[key]!r}")
-    solvers = [s for res in loaded for s in res["meta"]["solvers"]]
-    meta.update(solvers=solvers, command=" && ".join(r["meta"]["command"] for r in loaded),
+    solvers = list(dict.fromkeys(s for res in loaded for s in res["meta"]["solvers"]))
+    objects = sorted({n for res in loaded for n in res["meta"]["objects"]})
+    meta.update(solvers=solvers, objects=objects, command=" && ".join(r["meta"]["command"] for r in loaded),
                 parts=[str(p) for p in parts],
                 git_commit=sorted({r["meta"]["git_commit"] for r in loaded}))
     meta["git_commit"] = ", ".join(meta["git_commit"])
     cfg = BenchConfig(str(out), meta["domain"], tuple(meta["objects"]), meta["problems"],
                       tuple(solvers), meta["budget_s"], meta["device"], meta["seed"],
                       meta["tier"], meta["verify"])
-    if (parts[0] / "scenes").is_dir() and Path(out).resolve() != parts[0].resolve():
-        shutil.copytree(parts[0] / "scenes", Path(out) / "scenes", dirs_exist_ok=True)
-    return write_results(cfg, meta, [r for res in loaded for r in res["runs"]])
+    for part in parts:
+        if (part / "scenes").is_dir() and Path(out).resolve() != part.resolve():
+            shutil.copytree(part / "scenes", Path(out) / "scenes", dirs_exist_ok=True)
+    runs = [r for res in loaded for r in res["runs"]]
+    keys = [(r["solver"], r["case"]) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the parts overlap: some solver ran the same case in two parts")
+    return write_results(cfg, meta, runs)
 
 
 def format_table(summary: list[dict]) -> str:
