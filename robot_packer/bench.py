@@ -340,10 +340,9 @@ def merge_results(parts: list[Path], out: Path) -> dict:
                 raise ValueError(f"{part}: {key} {res['meta'][key]!r} differs from {meta[key]!r}")
     solvers = list(dict.fromkeys(s for res in loaded for s in res["meta"]["solvers"]))
     objects = sorted({n for res in loaded for n in res["meta"]["objects"]})
-    meta.update(solvers=solvers, objects=objects, command=" && ".join(r["meta"]["command"] for r in loaded),
-                parts=[str(p) for p in parts],
-                git_commit=sorted({r["meta"]["git_commit"] for r in loaded}))
-    meta["git_commit"] = ", ".join(meta["git_commit"])
+    meta.update(solvers=solvers, objects=objects, parts=[str(p) for p in parts],
+                command=" && ".join(r["meta"]["command"] for r in loaded),
+                git_commit=", ".join(sorted({r["meta"]["git_commit"] for r in loaded})))
     cfg = BenchConfig(str(out), meta["domain"], tuple(meta["objects"]), meta["problems"],
                       tuple(solvers), meta["budget_s"], meta["device"], meta["seed"],
                       meta["tier"], meta["verify"])

@@ -32,13 +32,16 @@ def smoke(tmp_path_factory):
     return out
 
 
-def test_merging_different_problems_is_refused(smoke, tmp_path, capsys):
+def test_merging_parts_of_different_benchmarks_is_refused(smoke, tmp_path, capsys):
     other = tmp_path / "other"
     assert bench.run_bench(parse("--no-verify", "--no-progress", "--objects", "2", "--problems",
                                  "1", "--solvers", "heuristic", "--out", str(other))) == 0
     assert bench.run_bench(parse("--merge", str(smoke), str(other),
                                  "--out", str(tmp_path / "m"))) == 2
-    assert "objects" in capsys.readouterr().err
+    assert "problems" in capsys.readouterr().err
+    assert bench.run_bench(parse("--merge", str(smoke), str(smoke),
+                                 "--out", str(tmp_path / "m2"))) == 2
+    assert "overlap" in capsys.readouterr().err
 
 
 def test_smoke_run_writes_json_markdown_and_plot(smoke):
@@ -47,7 +50,7 @@ def test_smoke_run_writes_json_markdown_and_plot(smoke):
     assert meta["problems"] == 2 and meta["objects"] == [3] and meta["verify"] is False
     assert meta["device"] == "cpu" and meta["threads"] >= 1 and meta["git_commit"]
     assert "robot-packer bench" in meta["command"] and "--no-verify" in meta["command"]
-    assert all(r["cpu_s"] >= 0 for r in runs)
+    assert all(r["cpu_s"] >= 0 and r["seed"] >= bench.TEST_SEED_BASE for r in runs)
     assert {r["solver"] for r in summary} == {"rejection", "cem", "heuristic"}
     assert len(runs) == 2 * 3
     for row in summary:
@@ -74,7 +77,7 @@ def test_problem_seeds_are_never_training_seeds():
     from robot_packer.solver.diffusion.data import TRAIN_SEED_LIMIT
 
     cfg = bench.BenchConfig(out="x", problems=9999, objects=(1, 64))
-    seeds = [bench.problem_seed(cfg, n, k) for n in cfg.objects for k in (0, 9998)]
+    seeds = [bench.problem_seed(cfg, n, k) for n in cfg.objects for k in (0, 9999)]
     assert min(seeds) >= bench.TEST_SEED_BASE > TRAIN_SEED_LIMIT
     assert len(set(seeds)) == len(seeds)
 
