@@ -645,3 +645,19 @@ def test_cli_verify_rejects_bad_plan_files(workdir):
         code, _, err = run_cli(["verify", str(scene), str(plan)])
         lines = err.strip("\n").split("\n")
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, code, err)
+
+
+@pytest.mark.parametrize("position", [[10 ** 400, 0, 0], [float("nan"), 0, 0], [0, 0]],
+                         ids=["huge_int", "nan", "short"])
+def test_cli_verify_rejects_bad_step_positions(workdir, position):
+    """Plan steps are free-form in Plan.from_dict; the verifier must still reject them cleanly."""
+    scene = workdir / "ok.yaml"
+    scene.write_text("container: {size: [.4,.3,.2]}\nobjects:\n"
+                     "  - {id: a, size: [.06,.06,.06], pose: [0.3, 0.2, 0.03, 0]}\n"
+                     "  - {id: b, size: [.06,.06,.06], pose: [0.3, -0.2, 0.03, 0]}\n")
+    step = dict(PLAN["steps"][0], pick={"position": position, "orientation": [1, 0, 0, 0]})
+    plan = workdir / "step.json"
+    plan.write_text(json.dumps({**PLAN, "steps": [step]}))
+    code, _, err = run_cli(["verify", str(scene), str(plan)])
+    lines = err.strip("\n").split("\n")
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
