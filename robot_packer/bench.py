@@ -266,12 +266,14 @@ def summarize(runs: list[dict], solvers, counts) -> list[dict]:
             if not sel:
                 continue
             times = np.array([r["time_s"] for r in sel])
+            cpu = [r["cpu_s"] for r in sel if r.get("cpu_s") is not None]
             reasons = Counter(x for r in sel for x in r["reasons"]).most_common(3)
             rows.append({"solver": name, "n": n, "runs": len(sel),
                          "solved": sum(r["success"] for r in sel),
                          "success_rate": round(sum(r["success"] for r in sel) / len(sel), 4),
                          "median_time_s": round(float(np.median(times)), 3),
                          "p95_time_s": round(float(np.percentile(times, 95)), 3),
+                         "median_cpu_s": round(float(np.median(cpu)), 3) if cpu else None,
                          "failure_reasons": [[r, c] for r, c in reasons]})
     return rows
 
@@ -358,20 +360,25 @@ def merge_results(parts: list[Path], out: Path) -> dict:
 
 def format_table(summary: list[dict]) -> str:
     """Markdown table: one row per solver and N."""
-    lines = ["| solver | N | success | median s | p95 s | most frequent failure reasons |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| solver | N | success | median s | p95 s | median CPU s | most frequent failure "
+             "reasons |", "|---|---|---|---|---|---|---|"]
     for r in summary:
         reasons = ", ".join(f"{name} ({c})" for name, c in r["failure_reasons"]) or "—"
         lines.append(f"| {r['solver']} | {r['n']} | {100 * r['success_rate']:.0f}% "
                      f"({r['solved']}/{r['runs']}) | {r['median_time_s']:.2f} | "
-                     f"{r['p95_time_s']:.2f} | {reasons} |")
+                     f"{r['p95_time_s']:.2f} | {_fmt(r.get('median_cpu_s'))} | {reasons} |")
     return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def format_markdown(meta: dict, summary: list[dict]) -> str:
     check = "exact checker + PyBullet verification" if meta["verify"] else "exact checker only"
     return (f"# Benchmark: {meta['domain']} ({meta['tier']} tier)\n\n"
-            f"{meta['problems']} problems per N, budget {meta['budget_s']} s per solve, success = "
+            f"{meta['problems']} problems per N, budget {meta['budget_s']} s (wall clock) per "
+            f"solve, times are wall clock per solve (CPU: this process's CPU time), success = "
             f"{check}. Device {meta['device']}, {meta['threads']} torch thread(s), "
             f"{meta['cpu_count']} CPUs, commit `{meta['git_commit']}`, {meta['date_utc']}.\n\n"
             f"Reproduce: `{meta['command']}`\n\n"
