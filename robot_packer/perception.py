@@ -437,6 +437,10 @@ def _fit_group(pts, label, what, frame, config, limit, warnings):
     lo_a, hi_a = -_edge(-a, config), _edge(a, config)
     lo_b, hi_b = -_edge(-b, config), _edge(b, config)
     top = _edge(c[:, 2], config)
+    if top < config.min_height:
+        warnings.append(f"{what}: {top * 1000:.1f} mm high, below min_height="
+                        f"{config.min_height * 1000:.1f} mm (flat, not an object), dropped")
+        return None
     size = np.maximum([hi_a - lo_a, hi_b - lo_b, top], config.edge_bin)
     if size.max() > limit:
         warnings.append(f"{what}: extent {size.max():.3f} m above the size limit {limit:.3f} m, "
@@ -521,6 +525,8 @@ def _edge(values, config):
     smooth = np.convolve(np.pad(counts, 1), [0.25, 0.5, 0.25], mode="valid")
     centres = (edges[:-1] + edges[1:]) / 2
     near = int(math.ceil(0.006 / step))                      # a face peak is this close to the end
+    if values.max() - values.min() < config.edge_bin or smooth.max() <= 0:
+        return float(values.max())                         # degenerate: one value, no histogram
     last = int(np.flatnonzero(smooth >= smooth.max() / 2)[-1])
     q = max(0, last - near) + int(np.argmax(smooth[max(0, last - near):last + 1]))
     half = smooth[q] / 2
@@ -531,7 +537,10 @@ def _edge(values, config):
     if inner is not None and len(plateau) >= 3 and np.median(plateau) < half:
         return outer if config.face_outer else (inner + outer) / 2
     level = max(config.step_level * smooth.max(), 1.0)  # 1.0: ignores one isolated point
-    j = int(np.flatnonzero(smooth >= level)[-1])
+    hits = np.flatnonzero(smooth >= level)
+    if hits.size == 0:
+        return float(centres[last])
+    j = int(hits[-1])
     end = _crossing(smooth, centres, level, j, +1)
     return float(centres[-1]) if end is None else end
 

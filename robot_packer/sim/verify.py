@@ -144,9 +144,11 @@ def _check_step(st, k: int, ids: Sequence[str]) -> None:
         if pose is None and key == "pick":
             continue
         try:
+            if any(isinstance(x, bool) for x in [*pose["position"], *pose["orientation"]]):
+                raise TypeError("booleans are not coordinates")
             pos = np.asarray(pose["position"], float)
             quat = np.asarray(pose["orientation"], float)
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):
             raise SceneError(f"plan.steps[{k}].{key}: needs position [x,y,z] and "
                              f"orientation [qx,qy,qz,qw]") from None
         if (pos.shape != (3,) or quat.shape != (4,) or not np.all(np.isfinite(pos))
