@@ -519,7 +519,7 @@ class Plan:
                 "verification": self.verification}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":
@@ -537,9 +537,25 @@ class Plan:
                 raise SceneError(f"plan.{name}: wrong type")
         if not isinstance(data["status"], str):
             raise SceneError("plan.status: must be a string")
+        for name in ("solver", "steps", "constraints", "verification"):
+            _no_nan(data[name], f"plan.{name}")
         return cls(data["status"], data["message"], data["frame"], dict(data["solver"]), clean,
                    clean_sizes, list(data["steps"]), list(data["constraints"]),
                    dict(data["verification"]))
+
+
+def _no_nan(value: Any, name: str, depth: int = 0) -> None:
+    """Raise when a free-form plan block holds NaN/inf (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SceneError(f"{name}: must not contain NaN or infinity")
+    if depth > 20:
+        raise SceneError(f"{name}: nested too deeply")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _no_nan(v, f"{name}.{_show(str(k))}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _no_nan(v, f"{name}[{i}]", depth + 1)
 
 
 def _id_vectors(mapping: Any, key: str, n: int, what: str, positive: bool = False) -> dict:
