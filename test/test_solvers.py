@@ -73,7 +73,7 @@ def test_time_budget_is_respected(name):
     t0 = time.monotonic()
     plan = solve(problem, config, solver)
     wall = time.monotonic() - t0
-    assert wall < config.time_budget_s + 2.0, f"{name} took {wall:.2f} s for a 0.5 s budget"
+    assert wall < config.time_budget_s + 3.0, f"{name} took {wall:.2f} s for a 0.5 s budget"
     assert plan.status in ("solved", "timeout", "failed")
     if plan.status != "solved":
         assert "violates" in plan.message or "candidate" in plan.message

@@ -30,7 +30,7 @@ import torch
 from robot_packer import constraints as C
 from robot_packer.problem import REGIONS, PackingProblem
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
-from robot_packer.solver.rejection import PartialChecker
+from robot_packer.solver.rejection import FAILED_KEEP, PartialChecker
 
 TOUCH = 0.0005          # gap left between touching faces (m), below TOL.slack
 _DIRECTIONS = {"left_of": (0.0, 1.0), "right_of": (0.0, -1.0), "behind": (1.0, 0.0),
@@ -126,7 +126,9 @@ class HeuristicSolver:
         if not found:
             n = len(problem.items)
             return Candidates(np.zeros((0, n, 4)), np.zeros(0), restart, timed_out)
-        return ranked(np.stack(found), np.array(viol), restart, timed_out)
+        # every candidate was checked already: hand the pipeline only the best few failures
+        return ranked(np.stack(found), np.array(viol), restart, timed_out,
+                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP)
 
     def _attempt(self, problem, checker, order, corner, noise, rng) -> np.ndarray:
         """Place every object in ``order``; an object with no passing candidate takes its least

@@ -28,6 +28,7 @@ from robot_packer.problem import PackingProblem
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
 FAR = 1.0e3  # where not-yet-placed objects wait (metres): far from everything
+FAILED_KEEP = 4  # failing placements returned when none passed (each costs the pipeline a check)
 
 
 class PartialChecker:
@@ -152,7 +153,9 @@ class RejectionSolver:
         if not found:
             n = len(problem.items)
             return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
-        return ranked(np.stack(found), np.array(viol), samples, timed_out)
+        # every candidate was checked already: hand the pipeline only the best few failures
+        return ranked(np.stack(found), np.array(viol), samples, timed_out,
+                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP)
 
     def _attempt(self, problem, checker, rng):
         """One sequential attempt: (n, 4) placement or None, and the number of draws used."""
