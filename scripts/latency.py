@@ -52,6 +52,9 @@ def start_node(problem, args, tmp: Path) -> subprocess.Popen:
         {"robot_packer": {"ros__parameters": params}}, default_flow_style=None))
     exe = shutil.which("packer_node", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "robot_packer.node"]
+    if args.preload:  # a solver module not (yet) imported by robot_packer.solver
+        cmd = [sys.executable, "-c", f"import sys, {args.preload}; "
+               "from robot_packer.node import main; sys.exit(main())"]
     return subprocess.Popen(cmd + ["--ros-args", "--params-file", str(tmp / "params.yaml")],
                             stdout=open(tmp / "node.log", "w"), stderr=subprocess.STDOUT)
 
@@ -67,6 +70,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--clouds", type=int, default=4, help="distinct rendered clouds, cycled")
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--preload", help="import this module in the node first (a solver module "
+                    "that robot_packer.solver does not import yet)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="packer_latency_"))
