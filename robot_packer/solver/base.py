@@ -50,13 +50,15 @@ def resolve_device(device: str) -> torch.device:
 class Candidates:
     """Proposed placements, best first. ``poses`` (K, n, 4) container frame; ``violations`` (K,) m.
 
-    ``samples`` counts every candidate the solver drew; ``timed_out`` says the deadline cut it short.
+    ``samples`` counts every candidate the solver drew; ``timed_out`` says the deadline cut it short;
+    ``orders`` lets a sequential solver hand over the placing order it checked the gripper with.
     """
 
     poses: np.ndarray
     violations: np.ndarray
     samples: int
     timed_out: bool = False
+    orders: np.ndarray | None = None   # (K, n) placing order a sequential solver used, if any
 
     def __post_init__(self) -> None:
         if self.poses.ndim != 3 or self.poses.shape[-1] != 4:
@@ -67,14 +69,14 @@ class Candidates:
 
 
 def ranked(poses: np.ndarray, violations: np.ndarray, samples: int, timed_out: bool,
-           keep: int = 16) -> Candidates:
+           keep: int = 16, orders: np.ndarray | None = None) -> Candidates:
     """The ``keep`` lowest-violation candidates, best first (non-finite ones dropped)."""
     poses = np.asarray(poses, dtype=np.float64)
     violations = np.asarray(violations, dtype=np.float64)
     ok = np.isfinite(violations) & np.all(np.isfinite(poses), axis=(1, 2))
-    poses, violations = poses[ok], violations[ok]
-    order = np.argsort(violations, kind="stable")[:keep]
-    return Candidates(poses[order], violations[order], samples, timed_out)
+    best = np.argsort(violations[ok], kind="stable")[:keep]
+    kept = None if orders is None else np.asarray(orders, dtype=np.int64)[ok][best]
+    return Candidates(poses[ok][best], violations[ok][best], samples, timed_out, kept)
 
 
 class Solver(Protocol):

@@ -106,7 +106,7 @@ class HeuristicSolver:
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         rng = np.random.default_rng(config.seed)
         checker = PartialChecker(problem)
-        found, viol, timed_out = [], [], False
+        found, viol, used, timed_out = [], [], [], False
         restart = 0
         orders = base_orders(problem)
         while not any(v <= 0.0 for v in viol):
@@ -114,21 +114,22 @@ class HeuristicSolver:
                 timed_out = True
                 break
             order, corner, noise = _restart_plan(restart, orders, len(problem.items), rng)
-            poses = self._attempt(problem, checker, respect_on(problem, [int(i) for i in order]),
-                                  corner, noise, rng)
+            order = respect_on(problem, [int(i) for i in order])
+            poses = self._attempt(problem, checker, order, corner, noise, rng)
             restart += 1
             found.append(poses)
-            viol.append(C.total(C.check(problem, poses)))
+            used.append(order)
+            viol.append(C.total(C.check(problem, poses, order)))
             if len(found) > self.keep:
                 worst = int(np.argmax(viol))
-                found.pop(worst)
-                viol.pop(worst)
+                for kept in (found, used, viol):
+                    kept.pop(worst)
         if not found:
             n = len(problem.items)
             return Candidates(np.zeros((0, n, 4)), np.zeros(0), restart, timed_out)
         # every candidate was checked already: hand the pipeline only the best few failures
         return ranked(np.stack(found), np.array(viol), restart, timed_out,
-                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP)
+                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP, orders=np.array(used))
 
     def _attempt(self, problem, checker, order, corner, noise, rng) -> np.ndarray:
         """Place every object in ``order``; an object with no passing candidate takes its least

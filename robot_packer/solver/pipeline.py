@@ -36,9 +36,9 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
     """First candidate (in rank order) passing the exact check and, if asked, verification."""
     best = None
     verified_tries = 0
-    for poses in cands.poses:
-        order = C.placement_order(problem, poses)
-        results = C.check(problem, poses, order)
+    for k, poses in enumerate(cands.poses):
+        given = None if cands.orders is None else cands.orders[k]
+        order, results = _checked(problem, poses, given)
         if best is None or C.total(results) < C.total(best[1]):
             best = (poses, results, order)
         if not C.all_satisfied(results):
@@ -65,6 +65,19 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
     status = "timeout" if cands.timed_out else "failed"
     return _plan(problem, status, "best candidate violates: " + C.describe_failures(results),
                  info, poses, results, order)
+
+
+def _checked(problem, poses, given_order):
+    """Exact check in the solver's own placing order when it gave one, else (or if that order
+    fails) in :func:`constraints.placement_order`."""
+    given = None if given_order is None or min(given_order) < 0 else list(map(int, given_order))
+    tries = [] if given is None else [given]
+    tries.append(C.placement_order(problem, poses))
+    for order in tries:
+        results = C.check(problem, poses, order)
+        if C.all_satisfied(results):
+            break
+    return order, results
 
 
 def _plan(problem, status, message, info, poses, results, order) -> Plan:

@@ -64,4 +64,7 @@ def _merge(results: list[Candidates], timed_out: bool) -> Candidates:
         return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
     poses = np.concatenate([r.poses for r in usable])
     violations = np.concatenate([r.violations for r in usable])
-    return ranked(poses, violations, samples, timed_out or any(r.timed_out for r in results))
+    orders = np.concatenate([r.orders if r.orders is not None   # -1: the member gave no order
+                             else np.full(r.poses.shape[:2], -1) for r in usable])
+    return ranked(poses, violations, samples, timed_out or any(r.timed_out for r in results),
+                  orders=orders)

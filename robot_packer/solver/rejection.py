@@ -140,7 +140,7 @@ class RejectionSolver:
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         rng = np.random.default_rng(config.seed)
         checker = PartialChecker(problem)
-        found, viol, samples, timed_out = [], [], 0, False
+        found, viol, orders, samples, timed_out = [], [], [], 0, False
         while not any(v <= 0.0 for v in viol) and len(found) < self.keep:
             if time.monotonic() >= deadline:
                 timed_out = True
@@ -149,13 +149,14 @@ class RejectionSolver:
             samples += drawn
             if poses is not None:
                 found.append(poses)
-                viol.append(C.total(C.check(problem, poses)))
+                orders.append(list(checker.placed))
+                viol.append(C.total(C.check(problem, poses, orders[-1])))
         if not found:
             n = len(problem.items)
             return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
         # every candidate was checked already: hand the pipeline only the best few failures
         return ranked(np.stack(found), np.array(viol), samples, timed_out,
-                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP)
+                      keep=16 if min(viol) <= 0.0 else FAILED_KEEP, orders=np.array(orders))
 
     def _attempt(self, problem, checker, rng):
         """One sequential attempt: (n, 4) placement or None, and the number of draws used."""
