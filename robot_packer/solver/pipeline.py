@@ -11,6 +11,8 @@ from robot_packer.problem import PackingProblem, Plan, unverified
 from robot_packer.solver.base import Solver, SolverConfig, make_solver, resolve_device
 from robot_packer.solver.feasibility import infeasibility_reason
 
+VERIFY_RESERVE = 0.2  # share of the time budget kept for the exact check and PyBullet verification
+
 
 def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
           solver: Solver | None = None) -> Plan:
@@ -26,7 +28,8 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
     if reason:
         return _finish(Plan("infeasible", reason, solver=info), problem, start)
     solver = solver or make_solver(config)
-    cands = solver.propose(problem, config, deadline)
+    reserve = VERIFY_RESERVE * config.time_budget_s if config.verify else 0.0
+    cands = solver.propose(problem, config, deadline - reserve)
     info["samples"] = cands.samples
     plan = _best_plan(problem, config, cands, info, deadline)
     return _finish(plan, problem, start)
@@ -37,6 +40,8 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
     best = None
     verified_tries = 0
     for k, poses in enumerate(cands.poses):
+        if k and time.monotonic() > deadline:
+            break
         given = None if cands.orders is None else cands.orders[k]
         order, results = _checked(problem, poses, given)
         if best is None or C.total(results) < C.total(best[1]):
@@ -46,12 +51,17 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
         plan = _plan(problem, "solved", "", info, poses, results, order)
         if not config.verify:
             return plan
+        if time.monotonic() > deadline:
+            if not verified_tries:
+                plan.message = "time budget spent before simulation verification: not verified"
+                return plan
+            break
         plan.verification = verify(problem, plan)
         verified_tries += 1
         if plan.verification["passed"]:
             return plan
         last_failed = plan
-        if verified_tries >= config.verify_top_k or time.monotonic() > deadline + 1.0:
+        if verified_tries >= config.verify_top_k:
             break
     if verified_tries:
         reasons = "; ".join(last_failed.verification.get("reasons", [])) or "see verification"
