@@ -7,9 +7,11 @@ the integer lower corner x, y, z of its cell. Constraints:
 
 - containment (the real box may use the ``TOL.slack`` beyond the walls), pairwise 3D
   non-overlap as six-way disjunctions (left/right/front/back/below/above);
-- support: each object lies on the floor or on exactly one other object (z = its top), with
-  its footprint inside that object's footprint (option ``support="centre"``: only its centre
-  over it, as the exact ``stable`` asks); nothing rests on a fragile object or, with
+- support: each object lies on the floor or on exactly one other object (its bottom at most
+  3 mm above that object's top, so it may bridge onto a slightly taller neighbour), with its
+  centre over that object, as the exact ``stable`` and ``on`` ask (option
+  ``support="footprint"``: its whole footprint inside, stricter: no overhang, which loses
+  the bridged stacks of dense problems); nothing rests on a fragile object or, with
   ``heavy_below``, on a lighter one (such a pair stacked is kept ``TOL.on_gap`` + 3 mm apart);
 - relations: sides on the cells (conservative), ``on`` as the support choice, ``aligned_*`` on
   the cell centres, ``region`` on the cells, ``away_from`` as an L∞ footprint gap of at least
@@ -21,7 +23,8 @@ the integer lower corner x, y, z of its cell. Constraints:
   height, the hand (``HAND_SIZE``) stays inside the walls when it reaches below the rim and
   misses taller objects placed earlier; suction: the cup column misses objects placed earlier.
 
-The solution is converted to centre poses (real boxes dropped onto what lies under them) and
+The solution is converted to centre poses (the real box centred in its cell in x, y, its bottom
+at the cell's bottom: up to 4 mm above its supporter, within ``TOL.on_gap``) and
 checked with the exact checker in the model's placing order and in ``placement_order``. When it
 fails, a no-good cut and a random objective produce another solution, until the deadline. When
 the model at one grid is infeasible or finds nothing in its share of the budget, it is rebuilt
@@ -29,7 +32,7 @@ on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can ma
 problem infeasible.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
-(0.001), ``support`` ("footprint" | "centre"), ``keep`` (16).
+(0.001), ``support`` ("centre" | "footprint"), ``keep`` (16).
 """
 from __future__ import annotations
 
@@ -91,6 +94,13 @@ class _Model:
         a, b = self.cells[i]
         return b + (a - b) * self.rot[i]
 
+    def pad2(self, i, axis):
+        """Twice the room (cells, rounded up) between i's cell and its real box along ``axis``."""
+        (a, b), (sa, sb) = self.cells[i], self.p.sizes[i, :2]
+        p0 = (_up(a - sa / self.g, 1.0), _up(b - sb / self.g, 1.0))[axis]      # yaw 0
+        p1 = (_up(b - sb / self.g, 1.0), _up(a - sa / self.g, 1.0))[axis]      # yaw 90°
+        return p0 + (p1 - p0) * self.rot[i]
+
     def top(self, i):
         return self.z[i] + self.hz[i]
 
@@ -146,8 +156,10 @@ class _Model:
                 self.before[i, j], self.before[j, i] = b, b.Not()
 
     def _supports(self) -> None:
-        """Floor, or exactly one supporter j (z = top_j, footprint or centre over j)."""
-        for i in range(self.n):
+        """Floor, or exactly one supporter j (z at most 3 mm above top_j; footprint or centre
+        over j)."""
+        rest = _down(C.TOL.on_gap - 0.002, self.zg)   # bottom up to 3 mm above j's top: it
+        for i in range(self.n):                        # may also touch a slightly taller box
             floor = self.lit(self.z[i] == 0)
             options = [floor]
             for j in range(self.n):
@@ -156,12 +168,14 @@ class _Model:
                 s = self.m.NewBoolVar(f"sup{i}_{j}")
                 self.sup[i, j] = s
                 options.append(s)
-                self.m.Add(self.z[i] == self.top(j)).OnlyEnforceIf(s)
+                self.m.Add(self.z[i] >= self.top(j)).OnlyEnforceIf(s)
+                self.m.Add(self.z[i] <= self.top(j) + rest).OnlyEnforceIf(s)
                 self.m.AddImplication(s, self.before[j, i])
-                for v, e in ((self.x, self.sx), (self.y, self.sy)):
-                    if self.support == "centre":
-                        self.m.Add(2 * v[i] + e(i) >= 2 * v[j]).OnlyEnforceIf(s)
-                        self.m.Add(2 * v[i] + e(i) <= 2 * v[j] + 2 * e(j)).OnlyEnforceIf(s)
+                for axis, (v, e) in enumerate(((self.x, self.sx), (self.y, self.sy))):
+                    if self.support == "centre":       # i's centre over j's REAL footprint
+                        pad = self.pad2(j, axis)
+                        self.m.Add(2 * v[i] + e(i) >= 2 * v[j] + pad).OnlyEnforceIf(s)
+                        self.m.Add(2 * v[i] + e(i) <= 2 * v[j] + 2 * e(j) - pad).OnlyEnforceIf(s)
                     else:
                         self.m.Add(v[i] >= v[j]).OnlyEnforceIf(s)
                         self.m.Add(v[i] + e(i) <= v[j] + e(j)).OnlyEnforceIf(s)
@@ -198,7 +212,7 @@ class _Model:
 
     def _aligned(self, v, e, a, b):
         d = 2 * v[a] + e(a) - 2 * v[b] - e(b)     # twice the centre difference, in cells
-        k = _down(2 * C.TOL.aligned, self.g)
+        k = _down(2 * C.TOL.aligned - 1e-6, self.g)   # strict: float rounding at the bound
         self.m.Add(d <= k)
         self.m.Add(d >= -k)
 
@@ -228,10 +242,10 @@ class _Model:
             p0 = _up((ca * self.g - sx + cb * self.g - sy) * mm / 2, 1.0)   # yaw 0: x + y pads
             p1 = _up((cb * self.g - sx + ca * self.g - sy) * mm / 2, 1.0)
             pad = pad + p0 + (p1 - p0) * self.rot[i]
-        self.m.Add(int(round(self.g * mm)) * (gx + gy) + pad <= _down(C.TOL.close * mm, 1.0))
+        self.m.Add(int(round(self.g * mm)) * (gx + gy) + pad <= _down(C.TOL.close * mm - 0.01, 1.0))
 
     def _rel_away_from(self, a, b):
-        k = _up(C.TOL.away, self.g)
+        k = _up(C.TOL.away + 1e-6, self.g)
         x, y = self.x, self.y
         self.m.AddBoolOr([self.lit(x[a] + self.sx(a) + k <= x[b]),
                           self.lit(x[b] + self.sx(b) + k <= x[a]),
@@ -324,7 +338,9 @@ class _Model:
 
     # ------------------------------------------------------------ solutions
     def poses(self, solver) -> tuple[np.ndarray, list[int]]:
-        """Centre poses (n, 4) in the container frame, real boxes dropped; the placing order."""
+        """Centre poses (n, 4) in the container frame; the placing order. A real box's bottom is
+        its cell's bottom: it floats at most 3 mm + the height rounding above its supporter, and
+        no box below can have moved up (heights only round up)."""
         s = self.p.sizes
         out = np.zeros((self.n, 4))
         for i in range(self.n):
@@ -332,9 +348,9 @@ class _Model:
             a, b = self.cells[i][::-1] if rot else self.cells[i]
             out[i] = [-self.L / 2 + (solver.Value(self.x[i]) + a / 2) * self.g,
                       -self.W / 2 + (solver.Value(self.y[i]) + b / 2) * self.g,
-                      solver.Value(self.z[i]) * self.zg, math.pi / 2 if rot else 0.0]
+                      solver.Value(self.z[i]) * self.zg + s[i, 2] / 2, math.pi / 2 if rot else 0.0]
         order = sorted(range(self.n), key=lambda i: solver.Value(self.rank[i]))
-        return _drop(out, s), order
+        return out, order
 
     def forbid(self, solver) -> None:
         """No-good cut: the next solution differs in some object's x, y or yaw."""
@@ -352,24 +368,6 @@ class _Model:
                             for c, v in zip(coef[i], (self.x[i], self.y[i]))))
 
 
-def _drop(poses: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Each real box (axis-aligned, yaw 0/90°) falls onto the floor or the highest top under it,
-    lowest bottom first."""
-    out = poses.copy()
-    half = np.where(np.isclose(out[:, 3], 0.0)[:, None], sizes[:, :2], sizes[:, [1, 0]]) / 2
-    done: list[int] = []
-    for i in np.argsort(poses[:, 2], kind="stable"):
-        bottom = 0.0
-        for k in done:
-            ov = np.minimum(out[i, :2] + half[i], out[k, :2] + half[k]) - np.maximum(
-                out[i, :2] - half[i], out[k, :2] - half[k])
-            if np.all(ov > C.TOL.slack):
-                bottom = max(bottom, out[k, 2] + sizes[k, 2] / 2)
-        out[i, 2] = bottom + sizes[i, 2] / 2
-        done.append(int(i))
-    return out
-
-
 @register_solver("cpsat")
 class CPSATSolver:
     """OR-Tools CP-SAT on a grid model of the problem (see the module docstring)."""
@@ -384,7 +382,7 @@ class CPSATSolver:
         self.grid = float(opts.get("grid_m", 0.01))
         self.min_grid = min(self.grid, float(opts.get("min_grid_m", 0.001)))
         self.zgrid = float(opts.get("z_grid_m", 0.001))
-        self.support = str(opts.get("support", "footprint"))
+        self.support = str(opts.get("support", "centre"))
         self.keep = int(opts.get("keep", 16))
         if not (self.grid > 0 and self.min_grid > 0 and self.zgrid > 0):
             raise ValueError("solver cpsat: grid_m, min_grid_m and z_grid_m must be positive")
