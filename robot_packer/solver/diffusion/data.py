@@ -1,20 +1,21 @@
 """Training data: procedurally generated solved pack3d problems, cached as plain records.
 
 Generation (``datagen.generate``) is the slow part (~20-80 ms per problem), so it runs once,
-optionally in several processes, and the records are pickled to a cache file (not in git).
+optionally in several processes, and the records are cached as a JSON file (scene mappings and
+solutions; not in git, and never unpickled).
 A record keeps what the factor graph needs: the problem and one known solution.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from robot_packer.datagen import HARD, GenConfig, generate, label_relations
-from robot_packer.problem import PackingProblem
+from robot_packer.problem import PackingProblem, atomic_write, problem_from_dict, problem_to_dict
 
 DENSE = GenConfig(fill_xy=(0.75, 0.97), fill_z=(0.7, 1.0), clearance=(0.002, 0.008),
                   stack_prob=0.35, relations=(1, 6))
@@ -52,8 +53,7 @@ def build_dataset(seeds: range | list[int], processes: int = 1, cache: str | Pat
     """Records for ``seeds`` (loaded from ``cache`` when it already holds them)."""
     seeds = list(seeds)
     if cache is not None and Path(cache).exists():
-        with open(cache, "rb") as fh:
-            data = pickle.load(fh)
+        data = _load_cache(cache)
         if len(data) >= len(seeds) * 0.95:
             return data
     if processes > 1:
@@ -63,11 +63,16 @@ def build_dataset(seeds: range | list[int], processes: int = 1, cache: str | Pat
     else:
         data = [r for r in _progress(map(_worker, seeds), len(seeds), progress) if r is not None]
     if cache is not None:
-        tmp = Path(str(cache) + ".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(data, fh)
-        tmp.replace(cache)
+        atomic_write(cache, json.dumps([{"scene": problem_to_dict(p), "solution": x.tolist()}
+                                        for p, x in data]))
     return data
+
+
+def _load_cache(cache: str | Path) -> list[tuple[PackingProblem, np.ndarray]]:
+    """Records from a JSON cache written by :func:`build_dataset` (validated like scenes)."""
+    rows = json.loads(Path(cache).read_text())
+    return [(problem_from_dict(r["scene"]), np.asarray(r["solution"], dtype=np.float64))
+            for r in rows]
 
 
 def _progress(it, total, enabled):
