@@ -26,7 +26,8 @@ REPORT_FILES = ("plan.json", "report.md", "before.png", "after.png", "placements
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene", default=None, help=f"scene file (default: {DEFAULT_SCENE})")
     p.add_argument("--out", default="demo_out", help="report folder")
-    p.add_argument("--solver", default="diffusion", help="solver name (see `solve --help`)")
+    p.add_argument("--solver", default="portfolio",
+                   help="solver name (default: portfolio = diffusion and heuristic racing)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=10.0, help="solver seconds")

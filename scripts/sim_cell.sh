@@ -7,11 +7,11 @@
 # Env:   SOLVER (diffusion), DEVICE (auto), TIME_BUDGET (10), TIMEOUT (300 s), PY (.venv/bin/python)
 set -u
 cd "$(dirname "$0")/.."
-SCENE=${1:-demo_tote}
+SCENE=${1:-cell6}
 OUT=${2:-sim_cell_out}
 PY=${PY:-.venv/bin/python}
 BIN=${BIN:-$(dirname "$PY")}
-SOLVER=${SOLVER:-diffusion}
+SOLVER=${SOLVER:-portfolio}
 DEVICE=${DEVICE:-auto}
 TIME_BUDGET=${TIME_BUDGET:-10.0}
 TIMEOUT=${TIMEOUT:-300}
