@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from robot_packer import constraints as C
-from robot_packer.problem import REGIONS, PackingProblem
+from robot_packer.problem import PackingProblem
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
 MISSING = "solver cpsat needs OR-Tools: pip install .[cpsat]"
@@ -183,24 +183,26 @@ class _Model:
 
     def _relations(self) -> None:
         ids = {item.id: k for k, item in enumerate(self.p.items)}
+        sides = {"left_of": (1, True), "right_of": (1, False), "behind": (0, True),
+                 "in_front_of": (0, False)}
         for con in self.p.constraints:
             if con.name == "region":
                 self._region(ids[con.args[0]], con.args[1])
                 continue
             a, b = ids[con.args[0]], ids[con.args[1]]
-            getattr(self, "_rel_" + con.name)(a, b)
-
-    def _rel_left_of(self, a, b):
-        self.m.Add(self.y[a] >= self.y[b] + self.sy(b))
-
-    def _rel_right_of(self, a, b):
-        self.m.Add(self.y[a] + self.sy(a) <= self.y[b])
-
-    def _rel_behind(self, a, b):
-        self.m.Add(self.x[a] >= self.x[b] + self.sx(b))
-
-    def _rel_in_front_of(self, a, b):
-        self.m.Add(self.x[a] + self.sx(a) <= self.x[b])
+            if con.name in sides:
+                axis, positive = sides[con.name]
+                lo, hi = (b, a) if positive else (a, b)   # lo's cell entirely below hi's
+                v, e = ((self.x, self.sx), (self.y, self.sy))[axis]
+                self.m.Add(v[lo] + e(lo) <= v[hi])
+            elif con.name in ("aligned_x", "aligned_y"):
+                v, e = (self.x, self.sx) if con.name == "aligned_x" else (self.y, self.sy)
+                d = 2 * v[a] + e(a) - 2 * v[b] - e(b)   # twice the centre difference, cells
+                k = _down(2 * C.TOL.aligned - 1e-6, self.g)   # strict: float rounding
+                self.m.Add(d <= k)
+                self.m.Add(d >= -k)
+            else:
+                getattr(self, "_rel_" + con.name)(a, b)
 
     def _rel_on(self, a, b):
         if (a, b) in self.sup:
@@ -209,18 +211,6 @@ class _Model:
             never = self.m.NewBoolVar("never")
             self.m.AddBoolOr([never])
             self.m.AddBoolOr([never.Not()])
-
-    def _aligned(self, v, e, a, b):
-        d = 2 * v[a] + e(a) - 2 * v[b] - e(b)     # twice the centre difference, in cells
-        k = _down(2 * C.TOL.aligned - 1e-6, self.g)   # strict: float rounding at the bound
-        self.m.Add(d <= k)
-        self.m.Add(d >= -k)
-
-    def _rel_aligned_x(self, a, b):
-        self._aligned(self.x, self.sx, a, b)
-
-    def _rel_aligned_y(self, a, b):
-        self._aligned(self.y, self.sy, a, b)
 
     def _gaps(self, a, b):
         """Cell gaps (>= the true cell gap, >= 0) along x and y."""
@@ -264,7 +254,6 @@ class _Model:
         table = {"left": (0, L, W / 2, W), "right": (0, L, 0, W / 2), "front": (0, L / 2, 0, W),
                  "back": (L / 2, L, 0, W), "center": (L / 4, 3 * L / 4, W / 4, 3 * W / 4)}
         x0, x1, y0, y1 = table[name]
-        assert name in REGIONS
         return _up(x0 - t, g), _down(x1 + t, g), _up(y0 - t, g), _down(y1 + t, g)
 
     # ------------------------------------------------------------ gripper
