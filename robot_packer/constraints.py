@@ -35,11 +35,13 @@ class Tolerances:
     away: float = 0.10            # away_from: footprint gap at least
     aligned: float = 0.01         # aligned_x / aligned_y: centre difference at most
     grip_margin: float = 0.005    # finger clearance beyond the object's side when opening
-    finger_clearance: float = 0.018  # added to a finger's thickness: the Franka finger's convex
-    #                                  collision hull is 2.64 cm thick, the pad (``finger``) 1 cm
+    finger_clearance: float = 0.02  # added to a finger's thickness: the Franka finger's convex
+    #                                 collision hull is 2.64 cm thick, the pad (``finger``) 1 cm,
+    #                                 and the simulator's contact margin is 1 mm
     settle_time_s: float = 2.0    # stable: simulated settling time
     settle_drift: float = 0.01    # stable: max centre motion while settling
     settle_yaw_deg: float = 5.0   # stable: max yaw change while settling
+    settle_slack: float = 0.002   # constraints re-checked on the settled state may be off by this
     friction: float = 0.6
 
 

@@ -23,7 +23,9 @@ class SolverConfig:
     verify: bool = True             # PyBullet verification of the best candidates
     verify_top_k: int = 4           # at most this many candidates verified per solve
     model_dir: str | None = None    # diffusion checkpoints (default: the package's models/)
-    threads: int | None = None      # torch CPU threads (None: leave torch's default)
+    threads: int | None = 1         # torch CPU threads (None: torch's default). One is fastest
+    #                                 for these small tensors: under load, 2+ threads made a
+    #                                 2 s solve take 8 s on the 2-core reference machine
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +111,8 @@ def make_solver(config: SolverConfig) -> Solver:
 
     if config.solver not in SOLVERS:
         raise ValueError(f"solver: unknown {config.solver!r} (allowed: {', '.join(sorted(SOLVERS))})")
+    if config.threads:
+        torch.set_num_threads(int(config.threads))   # process-wide: set where solving is set up
     return SOLVERS[config.solver](config)
 
 
