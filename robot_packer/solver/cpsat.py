@@ -9,9 +9,11 @@ the integer lower corner x, y, z of its cell. Constraints:
   non-overlap as six-way disjunctions (left/right/front/back/below/above);
 - support: each object lies on the floor or on exactly one other object (its bottom at most
   3 mm above that object's top, so it may bridge onto a slightly taller neighbour), with its
-  centre over that object, as the exact ``stable`` and ``on`` ask (option
-  ``support="footprint"``: its whole footprint inside, stricter: no overhang, which loses
-  the bridged stacks of dense problems); nothing rests on a fragile object or, with
+  centre over that object's real footprint, as the exact ``stable`` and ``on`` ask, and at
+  least half of its extent over it along x and along y (``support="half"``, the default:
+  centre-only crossings of narrow boxes tip over in PyBullet). ``support="centre"``: the centre
+  only; ``"footprint"``: the whole footprint inside, which loses the bridged stacks of dense
+  problems. Nothing rests on a fragile object or, with
   ``heavy_below``, on a lighter one (such a pair stacked is kept ``TOL.on_gap`` + 3 mm apart);
 - relations: sides on the cells (conservative), ``on`` as the support choice, ``aligned_*`` on
   the cell centres, ``region`` on the cells, ``away_from`` as an L∞ footprint gap of at least
@@ -32,7 +34,7 @@ on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can ma
 problem infeasible. Each grid but the last gets half of the time left.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
-(0.001), ``support`` ("centre" | "footprint"), ``keep`` (16).
+(0.001), ``support`` ("half" | "centre" | "footprint"), ``keep`` (16).
 """
 from __future__ import annotations
 
@@ -172,10 +174,14 @@ class _Model:
                 self.m.Add(self.z[i] <= self.top(j) + rest).OnlyEnforceIf(s)
                 self.m.AddImplication(s, self.before[j, i])
                 for axis, (v, e) in enumerate(((self.x, self.sx), (self.y, self.sy))):
-                    if self.support == "centre":       # i's centre over j's REAL footprint
+                    if self.support in ("centre", "half"):   # centre over j's REAL footprint
                         pad = self.pad2(j, axis)
                         self.m.Add(2 * v[i] + e(i) >= 2 * v[j] + pad).OnlyEnforceIf(s)
                         self.m.Add(2 * v[i] + e(i) <= 2 * v[j] + 2 * e(j) - pad).OnlyEnforceIf(s)
+                    if self.support == "half":    # and half of i's extent over j, each axis
+                        self.m.Add(2 * (v[i] + e(i) - v[j]) >= e(i)).OnlyEnforceIf(s)
+                        self.m.Add(2 * (v[j] + e(j) - v[i]) >= e(i)).OnlyEnforceIf(s)
+                        self.m.Add(2 * e(j) >= e(i)).OnlyEnforceIf(s)
                     else:
                         self.m.Add(v[i] >= v[j]).OnlyEnforceIf(s)
                         self.m.Add(v[i] + e(i) <= v[j] + e(j)).OnlyEnforceIf(s)
@@ -371,12 +377,12 @@ class CPSATSolver:
         self.grid = float(opts.get("grid_m", 0.01))
         self.min_grid = min(self.grid, float(opts.get("min_grid_m", 0.001)))
         self.zgrid = float(opts.get("z_grid_m", 0.001))
-        self.support = str(opts.get("support", "centre"))
+        self.support = str(opts.get("support", "half"))
         self.keep = int(opts.get("keep", 16))
         if not (self.grid > 0 and self.min_grid > 0 and self.zgrid > 0):
             raise ValueError("solver cpsat: grid_m, min_grid_m and z_grid_m must be positive")
-        if self.support not in ("footprint", "centre"):
-            raise ValueError(f"solver cpsat: support must be 'footprint' or 'centre', "
+        if self.support not in ("half", "centre", "footprint"):
+            raise ValueError(f"solver cpsat: support must be 'half', 'centre' or 'footprint', "
                              f"got {self.support!r}")
 
     def grids(self) -> list[float]:
