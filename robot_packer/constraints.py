@@ -38,6 +38,8 @@ class Tolerances:
     finger_clearance: float = 0.02  # added to a finger's thickness: the Franka finger's convex
     #                                 collision hull is 2.64 cm thick, the pad (``finger``) 1 cm,
     #                                 and the simulator's contact margin is 1 mm
+    finger_side_clearance: float = 0.002  # added on both sides of a finger's width: the hull
+    #                                       is 2.1 cm wide, plus the 1 mm contact margin
     settle_time_s: float = 2.0    # stable: simulated settling time
     settle_drift: float = 0.01    # stable: max centre motion while settling
     settle_yaw_deg: float = 5.0   # stable: max yaw change while settling
@@ -336,6 +338,7 @@ def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Te
              for sgn in (1.0, -1.0)]
     hand_z = top + HAND_ABOVE_TCP + 0.5 * HAND_SIZE[2]
     boxes.append(torch.cat([pose[..., :2], hand_z[..., None], yaw[..., None]], -1))
+    width = width + 2 * TOL.finger_side_clearance
     fsz = torch.stack([torch.full_like(w, thick), torch.full_like(w, width), grasp], -1)
     hand = torch.tensor(HAND_SIZE, dtype=pose.dtype, device=pose.device).expand_as(fsz)
     return torch.stack(boxes, -2), torch.stack([fsz, fsz, hand], -2)
