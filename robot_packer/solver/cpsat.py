@@ -10,9 +10,10 @@ the integer lower corner x, y, z of its cell. Constraints:
 - support: each object lies on the floor or on exactly one other object (its bottom at most
   3 mm above that object's top, so it may bridge onto a slightly taller neighbour), with its
   centre over that object's real footprint, as the exact ``stable`` and ``on`` ask, and at
-  least half of its extent over it along x and along y (``support="half"``, the default:
-  centre-only crossings of narrow boxes tip over in PyBullet). ``support="centre"``: the centre
-  only; ``"footprint"``: the whole footprint inside, which loses the bridged stacks of dense
+  least ``support_overlap`` of its extent over it along x and along y. The overlaps are tried
+  strictest first, (0.75, 0.5, 0.0), the next only once the previous is proven infeasible:
+  narrow boxes crossing on a sliver pass the exact checker but tip over in PyBullet.
+  ``support="footprint"``: the whole footprint inside, which loses the bridged stacks of dense
   problems. Nothing rests on a fragile object or, with
   ``heavy_below``, on a lighter one (such a pair stacked is kept ``TOL.on_gap`` + 3 mm apart);
 - relations: sides on the cells (conservative), ``on`` as the support choice, ``aligned_*`` on
@@ -25,16 +26,17 @@ the integer lower corner x, y, z of its cell. Constraints:
   height, the hand (``HAND_SIZE``) stays inside the walls when it reaches below the rim and
   misses taller objects placed earlier; suction: the cup column misses objects placed earlier.
 
-The solution is converted to centre poses (the real box centred in its cell in x, y, its bottom
-at the cell's bottom: up to 4 mm above its supporter, within ``TOL.on_gap``) and
-checked with the exact checker in the model's placing order and in ``placement_order``. When it
+The solution is converted to centre poses (the real box centred in its cell in x, y, lowered
+onto what lies under it; or, if that fails the exact check, its bottom at the cell's bottom: up
+to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact checker in the model's placing order and in ``placement_order``. When it
 fails, a no-good cut and a random objective produce another solution, until the deadline. When
 the model at one grid is infeasible or finds nothing in its share of the budget, it is rebuilt
 on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense
 problem infeasible. Each grid but the last gets half of the time left.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
-(0.001), ``support`` ("half" | "centre" | "footprint"), ``keep`` (16).
+(0.001), ``support`` ("overlap" | "footprint"), ``support_overlap`` ((0.75, 0.5, 0.0)),
+``keep`` (16).
 """
 from __future__ import annotations
 
@@ -65,7 +67,9 @@ def _down(v: float, g: float) -> int:
 class _Model:
     """The CP-SAT model of one problem on one grid (``g`` in x, y; ``zg`` in z)."""
 
-    def __init__(self, cp_model, problem: PackingProblem, g: float, zg: float, support: str):
+    def __init__(self, cp_model, problem: PackingProblem, g: float, zg: float, support: str,
+                 overlap: float = 0.75):
+        self.overlap8 = int(round(8 * overlap))
         self.cp, self.p, self.g, self.zg = cp_model, problem, g, zg
         self.m = cp_model.CpModel()
         self.n = len(problem.items)
@@ -174,14 +178,15 @@ class _Model:
                 self.m.Add(self.z[i] <= self.top(j) + rest).OnlyEnforceIf(s)
                 self.m.AddImplication(s, self.before[j, i])
                 for axis, (v, e) in enumerate(((self.x, self.sx), (self.y, self.sy))):
-                    if self.support in ("centre", "half"):   # centre over j's REAL footprint
+                    if self.support == "overlap":   # centre over j's REAL footprint
                         pad = self.pad2(j, axis)
                         self.m.Add(2 * v[i] + e(i) >= 2 * v[j] + pad).OnlyEnforceIf(s)
                         self.m.Add(2 * v[i] + e(i) <= 2 * v[j] + 2 * e(j) - pad).OnlyEnforceIf(s)
-                    if self.support == "half":    # and half of i's extent over j, each axis
-                        self.m.Add(2 * (v[i] + e(i) - v[j]) >= e(i)).OnlyEnforceIf(s)
-                        self.m.Add(2 * (v[j] + e(j) - v[i]) >= e(i)).OnlyEnforceIf(s)
-                        self.m.Add(2 * e(j) >= e(i)).OnlyEnforceIf(s)
+                    if self.support == "overlap" and self.overlap8 > 0:  # and >= overlap of i's extent
+                        k = self.overlap8                 # eighths
+                        self.m.Add(8 * (v[i] + e(i) - v[j]) >= k * e(i)).OnlyEnforceIf(s)
+                        self.m.Add(8 * (v[j] + e(j) - v[i]) >= k * e(i)).OnlyEnforceIf(s)
+                        self.m.Add(8 * e(j) >= k * e(i)).OnlyEnforceIf(s)
                     else:
                         self.m.Add(v[i] >= v[j]).OnlyEnforceIf(s)
                         self.m.Add(v[i] + e(i) <= v[j] + e(j)).OnlyEnforceIf(s)
@@ -363,6 +368,24 @@ class _Model:
                             for c, v in zip(coef[i], (self.x[i], self.y[i]))))
 
 
+def _drop(poses: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each real box (yaw 0/90°) lowered onto the floor or the highest real top under it,
+    lowest first: no floating gaps (the grid leaves up to 4 mm)."""
+    out = poses.copy()
+    half = np.where(np.isclose(np.sin(out[:, 3]), 0.0)[:, None], sizes[:, :2], sizes[:, 1::-1]) / 2
+    done: list[int] = []
+    for i in np.argsort(poses[:, 2] - sizes[:, 2] / 2, kind="stable"):
+        bottom = 0.0
+        for k in done:
+            lo = np.maximum(out[i, :2] - half[i], out[k, :2] - half[k])
+            hi = np.minimum(out[i, :2] + half[i], out[k, :2] + half[k])
+            if np.all(hi - lo > C.TOL.slack):
+                bottom = max(bottom, out[k, 2] + sizes[k, 2] / 2)
+        out[i, 2] = bottom + sizes[i, 2] / 2
+        done.append(int(i))
+    return out
+
+
 @register_solver("cpsat")
 class CPSATSolver:
     """OR-Tools CP-SAT on a grid model of the problem (see the module docstring)."""
@@ -377,12 +400,13 @@ class CPSATSolver:
         self.grid = float(opts.get("grid_m", 0.01))
         self.min_grid = min(self.grid, float(opts.get("min_grid_m", 0.001)))
         self.zgrid = float(opts.get("z_grid_m", 0.001))
-        self.support = str(opts.get("support", "half"))
+        self.support = str(opts.get("support", "overlap"))
         self.keep = int(opts.get("keep", 16))
+        self.overlaps = [float(v) for v in opts.get("support_overlap", (0.75, 0.5, 0.0))]
         if not (self.grid > 0 and self.min_grid > 0 and self.zgrid > 0):
             raise ValueError("solver cpsat: grid_m, min_grid_m and z_grid_m must be positive")
-        if self.support not in ("half", "centre", "footprint"):
-            raise ValueError(f"solver cpsat: support must be 'half', 'centre' or 'footprint', "
+        if self.support not in ("overlap", "footprint") or not self.overlaps:
+            raise ValueError(f"solver cpsat: support must be 'overlap' or 'footprint', "
                              f"got {self.support!r}")
 
     def grids(self) -> list[float]:
@@ -398,25 +422,34 @@ class CPSATSolver:
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         rng = np.random.default_rng(config.seed)
         found: list[tuple[float, np.ndarray, list[int]]] = []
+        status = "infeasible"
+        overlaps = self.overlaps if self.support == "overlap" else [1.0]
+        for overlap in overlaps:          # strictest support first; relax when proven infeasible
+            status = self._grids_pass(problem, config, overlap, deadline, rng, found)
+            if status != "infeasible":
+                break
+        return self._candidates(problem, found, status == "unknown")
+
+    def _grids_pass(self, problem, config, overlap, deadline, rng, found) -> str:
+        """The grids coarse to fine: 'solved', or the last grid's 'infeasible'/'unknown'."""
         grids = self.grids()
-        timed_out = False
+        status = "infeasible"
         for k, g in enumerate(grids):
             left = deadline - time.monotonic() - _SAFETY_S
             if left <= 0:
-                timed_out = True
-                break
+                return "unknown"
             share = left if k == len(grids) - 1 else left / 2   # an infeasible grid is
             #                                                   usually proven in milliseconds
-            status = self._solve_grid(problem, config, g, time.monotonic() + share, rng, found)
+            status = self._solve_grid(problem, config, g, overlap, time.monotonic() + share,
+                                      rng, found)
             if status == "solved":
                 break
-            timed_out = status == "unknown"
-        return self._candidates(problem, found, timed_out)
+        return status
 
-    def _solve_grid(self, problem, config, g, until, rng, found) -> str:
+    def _solve_grid(self, problem, config, g, overlap, until, rng, found) -> str:
         """Solve on one grid until ``until``: 'solved', 'infeasible' (no more solutions) or
         'unknown' (its time ran out)."""
-        model = _Model(self.cp, problem, g, self.zgrid, self.support)
+        model = _Model(self.cp, problem, g, self.zgrid, self.support, overlap)
         solver = self.cp.CpSolver()
         solver.parameters.num_workers = 1 if config.threads == 1 else 2
         solver.parameters.random_seed = int(config.seed) % (2 ** 31)
@@ -430,7 +463,12 @@ class CPSATSolver:
             if status not in (self.cp.OPTIMAL, self.cp.FEASIBLE):
                 return "infeasible" if status == self.cp.INFEASIBLE else "unknown"
             poses, order = model.poses(solver)
-            viol, order = _exact(problem, poses, order)
+            dropped = _drop(poses, problem.sizes)    # settled: preferred when it still passes
+            viol, order = _exact(problem, dropped, order)
+            if viol > 0.0:
+                viol, order = _exact(problem, poses, order)
+            else:
+                poses = dropped
             found.append((viol, poses, order))
             if viol <= 0.0:
                 return "solved"
@@ -447,7 +485,7 @@ class CPSATSolver:
         extra = {}
         if "orders" in inspect.signature(ranked).parameters:   # newer base: hand over the order
             extra["orders"] = np.array([f[2] for f in found])
-        return ranked(poses, viol, len(found), timed_out and viol.min() > 0, keep=self.keep,
+        return ranked(poses, viol, len(found), timed_out, keep=self.keep,
                       **extra)
 
 
