@@ -48,7 +48,7 @@ def test_solves_easy_generated_problems_exactly(n, j):
     poses = plan.poses(problem.ids)
     assert C.all_satisfied(C.check(problem, poses, [problem.index(s["object"])
                                                     for s in plan.steps] or None))
-    assert np.allclose(np.sin(2 * poses[:, 3]), 0.0, atol=1e-5)   # only 0° / 90° (plans round to 1e-6)
+    assert np.allclose(np.sin(2 * poses[:, 3]), 0.0, atol=1e-5)   # 0° / 90° (rounded to 1e-6)
 
 
 def test_dense_hard_tier_problem_solved_within_budget():

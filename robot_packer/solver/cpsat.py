@@ -28,9 +28,9 @@ the integer lower corner x, y, z of its cell. Constraints:
 
 The solution is converted to centre poses (the real box centred in its cell in x, y, lowered
 onto what lies under it; or, if that fails the exact check, its bottom at the cell's bottom: up
-to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact checker in the model's placing order and in ``placement_order``. When it
-fails, a no-good cut and a random objective produce another solution, until the deadline. When
-the model at one grid is infeasible or finds nothing in its share of the budget, it is rebuilt
+to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact checker in the
+model's placing order and in ``placement_order``. When it fails, a no-good cut and a random
+objective produce another solution, until the deadline. When the model at one grid is infeasible or finds nothing in its share of the budget, it is rebuilt
 on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense
 problem infeasible. Each grid but the last gets half of the time left.
 
@@ -182,7 +182,7 @@ class _Model:
                         pad = self.pad2(j, axis)
                         self.m.Add(2 * v[i] + e(i) >= 2 * v[j] + pad).OnlyEnforceIf(s)
                         self.m.Add(2 * v[i] + e(i) <= 2 * v[j] + 2 * e(j) - pad).OnlyEnforceIf(s)
-                    if self.support == "overlap" and self.overlap8 > 0:  # and >= overlap of i's extent
+                    if self.support == "overlap" and self.overlap8 > 0:  # >= overlap over j
                         k = self.overlap8                 # eighths
                         self.m.Add(8 * (v[i] + e(i) - v[j]) >= k * e(i)).OnlyEnforceIf(s)
                         self.m.Add(8 * (v[j] + e(j) - v[i]) >= k * e(i)).OnlyEnforceIf(s)
@@ -286,9 +286,8 @@ class _Model:
         cx = self.closing_x(j)
         high = self.lit(self.top(j) >= _up(self.H - C.HAND_ABOVE_TCP + _Z_MARGIN, self.zg))
         hand_c, hand_o = _up(C.HAND_SIZE[0], g), _up(C.HAND_SIZE[1], g)   # doubled half extents
-        for when, (v, e, ext), other in ((cx, (self.x, self.sx, self.Lg), (self.y, self.sy, self.Wg)),
-                                         (cx.Not(), (self.y, self.sy, self.Wg),
-                                          (self.x, self.sx, self.Lg))):
+        xs, ys = (self.x, self.sx, self.Lg), (self.y, self.sy, self.Wg)
+        for when, (v, e, ext), other in ((cx, xs, ys), (cx.Not(), ys, xs)):
             self.m.Add(v[j] >= f).OnlyEnforceIf(when)
             self.m.Add(v[j] + e(j) <= ext - f).OnlyEnforceIf(when)
             for (u, eu, eext), half in (((v, e, ext), hand_c), (other, hand_o)):
@@ -296,7 +295,7 @@ class _Model:
                 self.m.Add(2 * u[j] + eu(j) + half <= 2 * eext).OnlyEnforceIf([when, high.Not()])
 
     def _outside(self, i, c2x, hx, c2y, hy):
-        """Literals: i's cell misses the rectangle centre (c2x, c2y)/2, doubled half sizes hx, hy."""
+        """Literals: i's cell misses the rectangle at centre (c2x, c2y)/2, doubled half sizes."""
         x, y = self.x, self.y
         return [self.lit(2 * (x[i] + self.sx(i)) <= c2x - hx), self.lit(2 * x[i] >= c2x + hx),
                 self.lit(2 * (y[i] + self.sy(i)) <= c2y - hy), self.lit(2 * y[i] >= c2y + hy)]
