@@ -30,9 +30,9 @@ The solution is converted to centre poses (the real box centred in its cell in x
 onto what lies under it; or, if that fails the exact check, its bottom at the cell's bottom: up
 to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact checker in the
 model's placing order and in ``placement_order``. When it fails, a no-good cut and a random
-objective produce another solution, until the deadline. When the model at one grid is infeasible or finds nothing in its share of the budget, it is rebuilt
-on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense
-problem infeasible. Each grid but the last gets half of the time left.
+objective produce another solution, until the deadline. When the model at one grid is
+infeasible or finds nothing in its share of the budget, it is rebuilt on a finer grid (halving,
+down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense problem infeasible. Each grid but the last gets half of the time left.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
 (0.001), ``support`` ("overlap" | "footprint"), ``support_overlap`` ((0.75, 0.5, 0.0)),
@@ -309,7 +309,7 @@ class _Model:
         low = self.lit(self.top(i) + mz <= self.top(j) - _up(grasp, zg))
         above = self.lit(self.z[i] >= self.top(j))
         f = _up(C.finger_room(p.gripper) / 2 - C.TOL.slack, g)
-        w = _up(p.gripper.finger[0], g)                       # doubled half width
+        w = _up(p.gripper.finger[0] + 2 * C.TOL.finger_side_clearance, g)   # doubled half width
         c2 = (2 * self.x[j] + self.sx(j), 2 * self.y[j] + self.sy(j))
         before = self.before[i, j]
         for when, axis in ((self.closing_x(j), 0), (self.closing_x(j).Not(), 1)):
