@@ -32,7 +32,8 @@ to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact c
 model's placing order and in ``placement_order``. When it fails, a no-good cut and a random
 objective produce another solution, until the deadline. When the model at one grid is
 infeasible or finds nothing in its share of the budget, it is rebuilt on a finer grid (halving,
-down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense problem infeasible. Each grid but the last gets half of the time left.
+down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense problem infeasible. Each grid
+but the last gets half of the time left.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
 (0.001), ``support`` ("overlap" | "footprint"), ``support_overlap`` ((0.75, 0.5, 0.0)),
