@@ -41,7 +41,6 @@ Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), `
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
@@ -482,11 +481,8 @@ class CPSATSolver:
             return Candidates(np.zeros((0, n, 4)), np.zeros(0), 0, timed_out)
         viol = np.array([f[0] for f in found])
         poses = np.stack([f[1] for f in found])
-        extra = {}
-        if "orders" in inspect.signature(ranked).parameters:   # newer base: hand over the order
-            extra["orders"] = np.array([f[2] for f in found])
         return ranked(poses, viol, len(found), timed_out, keep=self.keep,
-                      **extra)
+                      orders=np.array([f[2] for f in found]))
 
 
 def _exact(problem: PackingProblem, poses: np.ndarray, order: list[int]) -> tuple[float, list[int]]:

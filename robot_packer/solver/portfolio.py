@@ -27,13 +27,19 @@ class PortfolioSolver:
 
     def __init__(self, config: SolverConfig) -> None:
         names = config.options.get("members")
-        if names is None:   # the defaults that are registered (cpsat needs the optional extra)
-            names = [n for n in DEFAULT_MEMBERS if n in SOLVERS]
+        explicit = names is not None
+        names = list(names) if explicit else list(DEFAULT_MEMBERS)
         unknown = [n for n in names if n not in SOLVERS or n == "portfolio"]
         if unknown or not names:
             raise ValueError(f"portfolio members: unknown {unknown or names!r} "
                              f"(allowed: {', '.join(sorted(set(SOLVERS) - {'portfolio'}))})")
-        self.members = {n: SOLVERS[n](replace(config, solver=n)) for n in names}
+        self.members = {}
+        for n in names:
+            try:
+                self.members[n] = SOLVERS[n](replace(config, solver=n))
+            except ValueError:
+                if explicit or n != "cpsat":   # only the optional extra may be missing silently
+                    raise
 
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         results: list[Candidates] = []
