@@ -29,7 +29,7 @@ from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from robot_packer import ros_io  # noqa: E402
+from robot_packer import ros_io, synthetic  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -49,34 +49,8 @@ PARAMS = """robot_packer:
 
 
 def box_cloud(boxes, spacing=0.004, seed=0):
-    """Labelled world-frame cloud: top and side faces of boxes (label k+1) on a table (label 0).
-
-    ``boxes``: [((x, y), (sx, sy, sz), yaw)], resting on z = 0.
-    """
-    rng = np.random.default_rng(seed)
-    gx, gy = np.meshgrid(np.arange(0.1, 0.9, 2 * spacing), np.arange(-0.6, 0.6, 2 * spacing))
-    table = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
-    pts, labs = [], []
-    for k, ((cx, cy), (sx, sy, sz), yaw) in enumerate(boxes, start=1):
-        u, v = np.arange(-sx / 2, sx / 2, spacing), np.arange(-sy / 2, sy / 2, spacing)
-        w = np.arange(0, sz, spacing)
-        faces = [np.stack([a.ravel(), b.ravel(), np.full(a.size, sz)], 1)
-                 for a, b in [np.meshgrid(u, v)]]
-        for s in (-1, 1):
-            a, b = np.meshgrid(u, w)
-            faces.append(np.stack([a.ravel(), np.full(a.size, s * sy / 2), b.ravel()], 1))
-            a, b = np.meshgrid(v, w)
-            faces.append(np.stack([np.full(a.size, s * sx / 2), a.ravel(), b.ravel()], 1))
-        c, s_ = np.cos(yaw), np.sin(yaw)
-        rot = np.array([[c, s_, 0], [-s_, c, 0], [0, 0, 1]])
-        pts.append(np.concatenate(faces) @ rot + [cx, cy, 0])
-        labs.append(np.full(len(pts[-1]), k))
-        rel = (table[:, :2] - [cx, cy]) @ rot[:2, :2].T
-        table = table[(np.abs(rel[:, 0]) > sx / 2 + 0.01) | (np.abs(rel[:, 1]) > sy / 2 + 0.01)]
-    pts.append(table)
-    labs.append(np.zeros(len(table)))
-    points = np.concatenate(pts) + rng.normal(0, 0.0005, (sum(map(len, pts)), 3))
-    return points, np.concatenate(labs).astype(np.uint32)
+    """Labelled world-frame cloud of boxes on a table (see ``robot_packer.synthetic``)."""
+    return synthetic.box_cloud(boxes, spacing=spacing, seed=seed)
 
 
 def node_cmd():
