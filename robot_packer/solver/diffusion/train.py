@@ -271,7 +271,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="checkpoint path (default models/<domain>.pt)")
     parser.add_argument("--resume", default=None, help="a <out>.resume file to continue from")
     parser.add_argument("--data-size", type=int, default=d.data_size, help="generated problems")
-    parser.add_argument("--data-cache", default=None, help="pickle cache of generated problems")
+    parser.add_argument("--data-cache", default=None, help="JSON cache of generated problems")
     parser.add_argument("--data-processes", type=int, default=d.data_processes)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
