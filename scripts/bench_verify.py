@@ -2,11 +2,12 @@
 """Time ``verify_plan`` on generated solved packings; write docs/verify_timing.md.
 
 Usage: .venv/bin/python scripts/bench_verify.py [--plans 100] [--seed 0]
-           [--source grid,pack3d] [--out docs/verify_timing.md]
+           [--source grid,pack3d,solvers] [--out docs/verify_timing.md]
 
 ``pack3d`` problems come from ``robot_packer.datagen.generate`` (3-6 objects, stacking, masses,
 fragile flags, listed relations; every solution passes the exact checker). ``grid`` packings are
 simple: 2-6 random boxes, one per cell of a grid in a 40 x 30 x 12 cm container, upright.
+``solvers``: plans (placements and step order) the baseline solvers return on pack3d problems.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_packer.problem import Container, Item, PackingProblem, atomic_write
+from robot_packer.problem import Container, Item, PackingProblem, Plan, atomic_write
 from robot_packer.sim.verify import verify_plan
 
 
@@ -52,6 +53,21 @@ def pack3d_packing(rng: np.random.Generator) -> tuple[PackingProblem, np.ndarray
     return generate(int(rng.integers(3, 7)), rng)
 
 
+def solver_packing(rng: np.random.Generator) -> tuple[PackingProblem, Plan]:
+    """A pack3d problem solved by a baseline solver (rejection, cem, heuristic in turn; 2 s,
+    no verification): the plans `verify` sees in practice. Unsolved problems are redrawn."""
+    from robot_packer.datagen import generate
+    from robot_packer.solver import SolverConfig, solve
+
+    while True:
+        problem, _ = generate(int(rng.integers(3, 7)), rng)
+        name = ("rejection", "cem", "heuristic")[int(rng.integers(0, 3))]
+        plan = solve(problem, SolverConfig(solver=name, seed=int(rng.integers(1 << 30)),
+                                           time_budget_s=2.0, verify=False))
+        if plan.status == "solved":
+            return problem, plan
+
+
 def reason_kind(reason: str) -> str:
     """Short category of a reason string ('reachable', 'stable', 'planned: in', ...)."""
     head = reason.split(":")[0]
@@ -66,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plans", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--source", default="grid,pack3d",
-                    help="comma-separated packing sources: grid, pack3d")
+                    help="comma-separated packing sources: grid, pack3d, solvers")
     ap.add_argument("--out", default="docs/verify_timing.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     sources = args.source.split(",")
-    if not set(sources) <= {"grid", "pack3d"}:
-        ap.error("--source: choose from grid, pack3d")
+    if not set(sources) <= set(SOURCES):
+        ap.error(f"--source: choose from {', '.join(SOURCES)}")
     sections = [bench_source(src, args.plans, args.seed) for src in sources]
     cmd = (f".venv/bin/python scripts/bench_verify.py --plans {args.plans} --seed {args.seed} "
            f"--source {args.source} --out {args.out}")
@@ -93,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def bench_source(source: str, plans: int, seed: int) -> str:
     """Verify ``plans`` packings of one source; a markdown section with the numbers."""
     rng = np.random.default_rng(seed)
-    make = pack3d_packing if source == "pack3d" else grid_packing
+    make = SOURCES[source]
     cases = [make(rng) for _ in range(plans)]
     verify_plan(*cases[0])  # warm-up: imports, URDF parse cache
     times, passed, kinds = [], 0, collections.Counter()
@@ -117,6 +133,8 @@ def bench_source(source: str, plans: int, seed: int) -> str:
         "Plans failing with a reason of each kind:", "", "| kind | plans |", "|---|---|",
         *([f"| {k} | {v} |" for k, v in kinds.most_common()] or ["| (none) | 0 |"]), "", ""])
 
+
+SOURCES = {"grid": grid_packing, "pack3d": pack3d_packing, "solvers": solver_packing}
 
 if __name__ == "__main__":
     sys.exit(main())
