@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from robot_packer.problem import REGIONS, Constraint, PackingProblem, Rules
+from robot_packer.problem import REGIONS, PackingProblem, Rules
 
 Tensor = torch.Tensor
 
@@ -156,7 +156,7 @@ def _poly_dist(ca: Tensor, cb: Tensor) -> Tensor:
 
 
 def signed_gap(pa: Tensor, sa: Tensor, pb: Tensor, sb: Tensor) -> Tensor:
-    """Footprint gap: Euclidean distance when apart, minus the penetration depth when overlapping."""
+    """Footprint gap: the distance when apart, minus the penetration depth when overlapping."""
     sep = sat_separation(pa, sa, pb, sb)
     dist = _poly_dist(corners(pa, sa), corners(pb, sb))
     return torch.where(sep > 0, torch.maximum(dist, sep), sep)
@@ -197,7 +197,8 @@ def _in(poses, geom, args):
     p, s = _gather(poses, geom, args[:, 0])
     hx, hy = half_extents_xy(p[..., 3], s)
     L, W, H = geom.box / 2
-    over = (torch.relu(p[..., 0].abs() + hx - L - TOL.slack) + torch.relu(p[..., 1].abs() + hy - W - TOL.slack)
+    over = (torch.relu(p[..., 0].abs() + hx - L - TOL.slack)
+            + torch.relu(p[..., 1].abs() + hy - W - TOL.slack)
             + torch.relu(-_bottom(p, s) - TOL.slack) + torch.relu(_top(p, s) - 2 * H - TOL.slack))
     return over
 
@@ -321,7 +322,8 @@ def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Te
         h = 2.0 * float(geom.box[2])
         fp = torch.cat([pose[..., :2], (_top(pose, size) + h / 2)[..., None], pose[..., 3:]], -1)
         r = 2 * geom.cup_radius
-        fs = torch.tensor([r, r, h], dtype=pose.dtype, device=pose.device).expand(*size.shape[:-1], 3)
+        fs = torch.tensor([r, r, h], dtype=pose.dtype, device=pose.device)
+        fs = fs.expand(*size.shape[:-1], 3)
         return fp[..., None, :], fs[..., None, :]
     width, thick, depth = geom.finger
     narrow_x = size[..., 0] <= size[..., 1]                       # grasp across the narrower side
@@ -334,8 +336,8 @@ def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Te
     ex, _ = _axes(yaw)
     top = _top(pose, size)
     zc = top - 0.5 * grasp
-    boxes = [torch.cat([pose[..., :2] + sgn * off[..., None] * ex, zc[..., None], yaw[..., None]], -1)
-             for sgn in (1.0, -1.0)]
+    boxes = [torch.cat([pose[..., :2] + sgn * off[..., None] * ex, zc[..., None],
+                        yaw[..., None]], -1) for sgn in (1.0, -1.0)]
     hand_z = top + HAND_ABOVE_TCP + 0.5 * HAND_SIZE[2]
     boxes.append(torch.cat([pose[..., :2], hand_z[..., None], yaw[..., None]], -1))
     width = width + 2 * TOL.finger_side_clearance
@@ -360,7 +362,8 @@ def finger_wall_violation(pose: Tensor, size: Tensor, geom: Geometry) -> Tensor:
     return torch.minimum(out, below_rim).sum(-1)
 
 
-def finger_object_violation(pa: Tensor, sa: Tensor, pb: Tensor, sb: Tensor, geom: Geometry) -> Tensor:
+def finger_object_violation(pa: Tensor, sa: Tensor, pb: Tensor, sb: Tensor,
+                            geom: Geometry) -> Tensor:
     """How deeply the fingers placing a hit box b (0 when clear)."""
     fp, fs = finger_boxes(pa, sa, geom)
     sep = box_separation(fp, fs, pb[..., None, :].expand_as(fp), sb[..., None, :].expand_as(fs))
@@ -421,8 +424,8 @@ def compile_problem(problem: PackingProblem, device: str | torch.device = "cpu",
     """Listed relations, implied in/cfree, and the enabled rules as index tables."""
     ids = {item.id: i for i, item in enumerate(problem.items)}
     n = len(ids)
-    rows: dict[str, list[list[int]]] = {"in": [[i] for i in range(n)],
-                                        "cfree": [[i, j] for i in range(n) for j in range(i + 1, n)]}
+    pairs = [[i, j] for i in range(n) for j in range(i + 1, n)]
+    rows: dict[str, list[list[int]]] = {"in": [[i] for i in range(n)], "cfree": pairs}
     for con in problem.constraints:
         if con.name == "region":
             rows.setdefault("region", []).append([ids[con.args[0]], REGIONS.index(con.args[1])])

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
-from robot_packer.problem import REGIONS, Constraint, Container, Gripper, Item, PackingProblem, Rules
+from robot_packer.problem import (REGIONS, Constraint, Container, Gripper, Item, PackingProblem,
+                                  Rules)
 
 PAIR_RELATIONS = ("left_of", "right_of", "in_front_of", "behind", "on", "close_to", "away_from",
                   "aligned_x", "aligned_y")
@@ -230,9 +231,11 @@ def label_relations(problem: PackingProblem, poses: np.ndarray) -> list[Constrai
         if len(pairs) == 0:
             break
         v = C.REGISTRY[name].violation(p, cp.geom, pairs)[0]
-        held += [Constraint(name, (ids[a], ids[b])) for (a, b), ok in zip(pairs.tolist(), v <= 0) if ok]
-    regions = torch.tensor([[i, r] for i in range(n) for r in range(len(REGIONS))], dtype=torch.long)
+        held += [Constraint(name, (ids[a], ids[b]))
+                 for (a, b), ok in zip(pairs.tolist(), v <= 0) if ok]
+    regions = torch.tensor([[i, r] for i in range(n) for r in range(len(REGIONS))],
+                           dtype=torch.long)
     v = C.REGISTRY["region"].violation(p, cp.geom, regions)[0]
-    held += [Constraint("region", (ids[i], REGIONS[r])) for (i, r), ok in zip(regions.tolist(), v <= 0)
-             if ok]
+    held += [Constraint("region", (ids[i], REGIONS[r]))
+             for (i, r), ok in zip(regions.tolist(), v <= 0) if ok]
     return held

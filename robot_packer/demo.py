@@ -157,7 +157,8 @@ def report_markdown(truth, problem, plan, report, times, warnings, wall) -> str:
 
 def _print_summary(problem, plan, report, out: Path, wall: float) -> None:
     print()
-    print(f"{'object':<10} {'size (cm)':<20} {'placed at (cm, container)':<28} {'exec err (mm)':>13}")
+    print(f"{'object':<10} {'size (cm)':<20} {'placed at (cm, container)':<28} "
+          f"{'exec err (mm)':>13}")
     for k, item in enumerate(problem.items):
         place = plan.placements.get(item.id)
         err = f"{report.position_error[k] * 1000:.1f}" if report is not None else "-"

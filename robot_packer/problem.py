@@ -94,7 +94,7 @@ def _check_keys(data: Any, allowed: Iterable[str], name: str) -> Mapping[str, An
 
 @dataclass(frozen=True)
 class Container:
-    """An open box. ``size``: (3,) inner extents (m); ``pose``: (4,) container frame in the world."""
+    """An open box. ``size``: (3,) inner extents (m); ``pose``: (4,) its frame in the world."""
 
     size: np.ndarray
     pose: np.ndarray = field(default_factory=lambda: np.array([0.55, 0.0, 0.0, 0.0]))
@@ -137,7 +137,7 @@ class Container:
 
 @dataclass(frozen=True)
 class Item:
-    """One object to pack. ``size``: (3,) box extents (m); ``pose``: (4,) current world pose or None.
+    """One object to pack. ``size``: (3,) box extents (m); ``pose``: (4,) world pose or None.
 
     ``points`` optionally keeps the perceived (M, 3) world-frame points (markers, simulator).
     """
@@ -355,11 +355,13 @@ def _item_from_dict(o: Any, i: int, base_dir: Path) -> Item:
     if "size" in o:
         size = _vector(o["size"], 3, f"{where}.size", positive=True)
         if pose is None:
-            raise SceneError(f"{where}.pose: required when the object has a size (where to pick it)")
+            raise SceneError(f"{where}.pose: required when the object has a size "
+                             "(where to pick it)")
         return Item(oid, size, pose, mass, fragile, mesh=mesh)
     if "cloud" in o:
         size, cloud_pose, points = _perceive_cloud_entry(o["cloud"], f"{where}.cloud", base_dir)
-        return Item(oid, size, pose if pose is not None else cloud_pose, mass, fragile, points, mesh)
+        pose = pose if pose is not None else cloud_pose
+        return Item(oid, size, pose, mass, fragile, points, mesh)
     raise SceneError(f"{where}: needs either size or cloud")
 
 
@@ -597,7 +599,8 @@ def resource_path(*parts: str) -> Path:
     rel = Path(*parts)
     candidates = []
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix and (Path(prefix) / "share/ament_index/resource_index/packages/robot_packer").exists():
+        marker = Path(prefix) / "share/ament_index/resource_index/packages/robot_packer"
+        if prefix and marker.exists():
             candidates.append(Path(prefix) / "share" / "robot_packer" / rel)
     import sys
 

@@ -13,7 +13,7 @@ from robot_packer.problem import PackingProblem
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """What every solver accepts. ``options`` holds solver-specific knobs (documented per solver)."""
+    """What every solver accepts. ``options`` holds solver-specific knobs (see each solver)."""
 
     solver: str = "diffusion"
     seed: int = 0
@@ -32,7 +32,8 @@ class SolverConfig:
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device: must be auto, cpu or cuda, got {self.device!r}")
         if not (isinstance(self.candidates, int) and 1 <= self.candidates <= 65536):
-            raise ValueError(f"candidates: must be an integer in [1, 65536], got {self.candidates!r}")
+            raise ValueError(f"candidates: must be an integer in [1, 65536], "
+                             f"got {self.candidates!r}")
         if not (0 < self.time_budget_s <= 3600):
             raise ValueError(f"time_budget_s: must be in (0, 3600], got {self.time_budget_s!r}")
         if not (1 <= self.verify_top_k <= 64):
@@ -52,7 +53,7 @@ def resolve_device(device: str) -> torch.device:
 class Candidates:
     """Proposed placements, best first. ``poses`` (K, n, 4) container frame; ``violations`` (K,) m.
 
-    ``samples`` counts every candidate the solver drew; ``timed_out`` says the deadline cut it short;
+    ``samples`` counts every candidate drawn; ``timed_out`` says the deadline cut it short;
     ``orders`` lets a sequential solver hand over the placing order it checked the gripper with.
     """
 
@@ -110,7 +111,8 @@ def make_solver(config: SolverConfig) -> Solver:
     from robot_packer import solver as _all  # noqa: F401  (registers every solver)
 
     if config.solver not in SOLVERS:
-        raise ValueError(f"solver: unknown {config.solver!r} (allowed: {', '.join(sorted(SOLVERS))})")
+        raise ValueError(f"solver: unknown {config.solver!r} "
+                         f"(allowed: {', '.join(sorted(SOLVERS))})")
     if config.threads:
         torch.set_num_threads(int(config.threads))   # process-wide: set where solving is set up
     return SOLVERS[config.solver](config)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from robot_packer import constraints as C
 from robot_packer import planning
 from robot_packer.problem import PackingProblem, Plan, unverified
@@ -97,7 +95,7 @@ def _plan(problem, status, message, info, poses, results, order) -> Plan:
     steps = planning.make_steps(problem, poses, order) if has_poses else []
     return Plan(status, message, "world", dict(info),
                 placements={i: [round(float(v), 6) for v in p] for i, p in zip(ids, poses)},
-                sizes={i: [round(float(v), 6) for v in it.size] for i, it in zip(ids, problem.items)},
+                sizes=_sizes(problem),
                 steps=steps, constraints=listed, verification=unverified())
 
 
@@ -111,10 +109,10 @@ def verify(problem: PackingProblem, plan: Plan) -> dict:
 def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:
     plan.solver["time_s"] = round(time.monotonic() - start, 4)
     if not plan.sizes:
-        plan.sizes = {it.id: [round(float(v), 6) for v in it.size] for it in problem.items}
+        plan.sizes = _sizes(problem)
     return plan
 
 
-def placements_array(plan: Plan, problem: PackingProblem) -> np.ndarray:
-    """(n, 4) container-frame placements of a plan in problem order."""
-    return plan.poses(problem.ids)
+def _sizes(problem: PackingProblem) -> dict[str, list[float]]:
+    """The plan's ``sizes`` block: the box extents the plan used."""
+    return {it.id: [round(float(v), 6) for v in it.size] for it in problem.items}
