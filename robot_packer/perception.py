@@ -8,11 +8,14 @@ The only module that imports open3d. Pipeline of :func:`perceive`:
 3. RANSAC support plane (open3d ``segment_plane``, seeded) on the background, least-squares
    refined; objects rest on it (fallback: the table plane z = 0, with a warning);
 4. objects by label, or by DBSCAN (open3d ``cluster_dbscan``) of the voxels above the plane,
-   projected on it (objects stand side by side; optional container/workspace exclusion);
-5. per object: the minimum-area rectangle of the points projected on the plane (rotating
-   calipers candidates on the 2D convex hull, scored robustly, :func:`_min_area_yaw`) gives the
-   yaw; robust face positions (:func:`_edge`) give the footprint extents and the top; the unseen
-   bottom is filled down to the plane. docs/perception.md has the details and measurements.
+   projected on it (objects stand side by side; optional container/workspace exclusion); a
+   cluster that does not reach down to the plane joins the nearest lower, larger one within
+   ``merge_gap`` (:func:`_merge_unsupported`: a part of an object whose joining surface is
+   hidden from the cameras);
+5. per object, :func:`robot_packer.boxfit.fit_object`: the minimum-area rectangle of the points
+   projected on the plane gives the yaw, robust face positions give the footprint extents and
+   the top, the unseen bottom is filled down to the plane. docs/perception.md has the details
+   and measurements.
 
 Conventions: ``size = [sx, sy, sz]`` with ``sx >= sy`` (x along the longer footprint side), yaw
 about world z in (-pi/2, pi/2], pose ``[x, y, z, yaw]`` is the box centre in the world frame.
@@ -26,12 +29,12 @@ from typing import Sequence
 
 import numpy as np
 import open3d as o3d
-from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial import cKDTree
 
+from robot_packer.boxfit import PerceivedObject, PlaneFrame, fit_object, refine_plane
 from robot_packer.problem import DEFAULT_DENSITY, Container, Item
 
 TABLE_PLANE = np.array([0.0, 0.0, 1.0, 0.0])  # world z = 0 (DESIGN.md §3)
-YAW_POINTS = 1500  # footprint cells scored per candidate yaw
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class PerceptionConfig:
     min_height: float = 0.006          # points above the plane by this much are objects
     cluster_eps: float = 0.006         # DBSCAN radius on the plane (objects further apart)
     cluster_min_points: int = 3        # DBSCAN core-point neighbours (2D cells)
+    float_height: float = 0.025        # a cluster whose bottom is this far above the plane joins
+    merge_gap: float = 0.012           # a larger, lower one this close (footprint); 0: never
     min_points: int = 30               # fewer points: the object is dropped with a warning
     max_object_size: float = 1.0       # larger extents: dropped with a warning
     container_margin: float = 0.01     # unlabelled: points this close to the container are its
@@ -65,58 +70,12 @@ class PerceptionConfig:
 
 
 @dataclass(frozen=True)
-class PerceivedObject:
-    """One fitted box. size (3,) m; pose (4,) [x, y, z, yaw] world; points (M, 3) world."""
-
-    label: int
-    size: np.ndarray
-    pose: np.ndarray
-    mass: float
-    n_points: int
-    points: np.ndarray
-
-    def __post_init__(self) -> None:
-        for name, shape in (("size", (3,)), ("pose", (4,))):
-            if np.shape(getattr(self, name)) != shape:
-                raise ValueError(f"PerceivedObject.{name}: expected shape {shape}, "
-                                 f"got {np.shape(getattr(self, name))}")
-        if np.ndim(self.points) != 2 or np.shape(self.points)[1] != 3:
-            raise ValueError("PerceivedObject.points: expected (M, 3), "
-                             f"got {np.shape(self.points)}")
-
-
-@dataclass(frozen=True)
 class PerceptionResult:
     """Objects, the support plane [a, b, c, d] (ax+by+cz+d=0, unit normal up) and warnings."""
 
     objects: tuple[PerceivedObject, ...]
     support_plane: np.ndarray
     skipped: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Frame:
-    """Orthonormal frame of the support plane: u, v in the plane, n up, origin on the plane."""
-
-    origin: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    n: np.ndarray
-
-    @classmethod
-    def of(cls, plane: np.ndarray) -> "_Frame":
-        n = plane[:3] / np.linalg.norm(plane[:3])
-        d = plane[3] / np.linalg.norm(plane[:3])
-        u = np.array([1.0, 0.0, 0.0]) - n[0] * n
-        if np.linalg.norm(u) < 1e-6:
-            u = np.array([0.0, 1.0, 0.0]) - n[1] * n
-        u /= np.linalg.norm(u)
-        return cls(-d * n, u, np.cross(n, u), n)
-
-    def coords(self, pts: np.ndarray) -> np.ndarray:
-        """(M, 3) world points -> (M, 3) [u, v, height above the plane]."""
-        rel = pts - self.origin
-        return np.stack([rel @ self.u, rel @ self.v, rel @ self.n], axis=1)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -131,7 +90,8 @@ def perceive(points: np.ndarray, labels: np.ndarray | None = None,
     Args:
         points: (N, 3) float, metres, world frame (z up). Non-finite rows are dropped.
         labels: optional (N,) non-negative integers, 0 = background; without labels the points
-            above the support plane are clustered (objects must be > ``cluster_eps`` apart).
+            above the support plane are clustered (objects must be > ``cluster_eps`` apart;
+            parts that do not reach the plane join a neighbour, :func:`_merge_unsupported`).
         config: settings.
         rng: seeds open3d's RANSAC when given (else ``config.seed``).
         container: when given, objects with an extent above its largest inner extent are
@@ -160,14 +120,14 @@ def perceive(points: np.ndarray, labels: np.ndarray | None = None,
     if lab is not None:
         groups = _label_groups(lab, keep_voxel[inverse])
     else:
-        groups = _cluster_groups(centroids, keep_voxel, inverse, _Frame.of(plane), config,
+        groups = _cluster_groups(centroids, keep_voxel, inverse, PlaneFrame.of(plane), config,
                                  warnings)
     limit = config.max_object_size
     if container is not None:
         limit = min(limit, float(np.max(container.size)))
     objects = []
     for label, idx, what in groups:
-        obj = _fit_group(pts[idx], label, what, _Frame.of(plane), config, limit, warnings)
+        obj = fit_object(pts[idx], label, what, PlaneFrame.of(plane), config, limit, warnings)
         if obj is not None:
             objects.append(obj)
     if not groups:
@@ -195,7 +155,7 @@ def fit_single_object(points: np.ndarray,
     keep = _inlier_voxels(centroids, np.zeros(len(centroids), np.int64),
                           np.ones(len(centroids), bool), config)[inverse]
     warnings: list[str] = []
-    obj = _fit_group(pts[keep], 1, "object", _Frame.of(TABLE_PLANE), config,
+    obj = fit_object(pts[keep], 1, "object", PlaneFrame.of(TABLE_PLANE), config,
                      config.max_object_size, warnings)
     if obj is None:
         raise ValueError(warnings[-1] if warnings else "cannot fit a box to the cloud")
@@ -333,10 +293,10 @@ def _support_plane(pts, config, seed, warnings):
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(remaining))
         _, inliers = cloud.segment_plane(config.plane_distance, 3, config.plane_iterations)
         inliers = np.asarray(inliers, dtype=np.int64)
-        plane = _refine_plane(remaining[inliers])
+        plane = refine_plane(remaining[inliers])
         for _ in range(2):  # re-select inliers: makes the plane independent of RANSAC's draw
             near = np.abs(remaining @ plane[:3] + plane[3]) <= config.plane_distance
-            plane = _refine_plane(remaining[near])
+            plane = refine_plane(remaining[near])
         tilt = math.degrees(math.acos(min(1.0, abs(plane[2]))))
         below = np.mean(pts @ plane[:3] + plane[3] < -3 * config.plane_distance)
         if tilt <= config.max_plane_tilt_deg and below <= config.max_below_fraction:
@@ -346,19 +306,10 @@ def _support_plane(pts, config, seed, warnings):
     return TABLE_PLANE.copy()
 
 
-def _refine_plane(pts):
-    """Least-squares plane [a, b, c, d] through ``pts`` with a unit normal pointing up (+z)."""
-    centre = pts.mean(axis=0)
-    normal = np.linalg.svd(pts - centre, full_matrices=False)[2][-1]
-    if normal[2] < 0:
-        normal = -normal
-    return np.append(normal, -normal @ centre)
-
-
 def _unlabelled_candidates(centroids, plane, container, config):
     """Mask of voxels that may belong to objects: above the plane, off the container, in the
     workspace."""
-    candidates = _Frame.of(plane).coords(centroids)[:, 2] > config.min_height
+    candidates = PlaneFrame.of(plane).coords(centroids)[:, 2] > config.min_height
     if container is not None:
         candidates &= ~_inside_container(centroids, container, config.container_margin)
     if config.workspace is not None:
@@ -377,10 +328,8 @@ def _inside_container(pts, container, margin):
 
 def _label_groups(lab, keep):
     """(label, point indices, name) per non-zero label, outlier points removed."""
-    groups = []
-    for label in np.unique(lab[lab > 0]):
-        groups.append((int(label), np.flatnonzero((lab == label) & keep), f"label {label}"))
-    return groups
+    return [(int(label), np.flatnonzero((lab == label) & keep), f"label {label}")
+            for label in np.unique(lab[lab > 0])]
 
 
 def _cluster_groups(centroids, above, inverse, frame, config, warnings):
@@ -389,20 +338,24 @@ def _cluster_groups(centroids, above, inverse, frame, config, warnings):
     Clusters are numbered 1.. by (x, y)."""
     if not above.any():
         return []
-    flat = frame.coords(centroids[above])
-    flat[:, 2] = 0.0
-    _, cell = _voxel_keys(flat, config.coarse_voxel, None)  # 2D cells: stacked voxels merge
-    cells, _ = _voxel_centroids(flat, None, cell, int(cell.max()) + 1)
+    flat = frame.coords(centroids[above])  # [u, v, height]
+    foot = flat * [1.0, 1.0, 0.0]
+    _, cell = _voxel_keys(foot, config.coarse_voxel, None)  # 2D cells: stacked voxels merge
+    cells, _ = _voxel_centroids(foot, None, cell, int(cell.max()) + 1)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cells))
     cell_cluster = np.asarray(cloud.cluster_dbscan(config.cluster_eps, config.cluster_min_points))
     vox_cluster = np.full(len(centroids), -1, dtype=np.int64)
     vox_cluster[above] = cell_cluster[cell]
+    n_points = np.bincount(vox_cluster[inverse] + 1, minlength=cell_cluster.max() + 2)[1:]
+    vox_cluster[above] = _merge_unsupported(flat, vox_cluster[above], n_points, config)
     pt_cluster = vox_cluster[inverse]
     order = np.argsort(pt_cluster, kind="stable")
     bounds = np.searchsorted(pt_cluster[order], np.arange(pt_cluster.max() + 2))
     found, small, small_points = [], 0, 0
     for k in range(pt_cluster.max() + 1):
         idx = order[bounds[k]:bounds[k + 1]]
+        if len(idx) == 0:  # joined to another cluster
+            continue
         if len(idx) < config.min_points:
             small, small_points = small + 1, small_points + len(idx)
             continue
@@ -415,143 +368,33 @@ def _cluster_groups(centroids, above, inverse, frame, config, warnings):
     return [(i + 1, idx, f"cluster {i + 1}") for i, (_, _, idx) in enumerate(found)]
 
 
-# ----------------------------------------------------------------------------- box fitting
+def _merge_unsupported(flat, cluster, n_points, config):
+    """Cluster ids (M,) after joining each cluster that does not reach down to the plane to a
+    neighbour holding it.
 
-
-def _fit_group(pts, label, what, frame, config, limit, warnings):
-    """Box of one object's points, or None with a warning (too few points, too large)."""
-    c = frame.coords(pts)
-    above = c[:, 2] > -3 * config.plane_distance  # nothing lies below the support plane
-    pts, c = pts[above], c[above]
-    if len(pts) < config.min_points:
-        below = f" ({int(np.sum(~above))} more below the support plane)" if not above.all() else ""
-        warnings.append(f"{what}: {len(pts)} points{below}, below min_points={config.min_points}, "
-                        "dropped")
-        return None
-    raised = c[c[:, 2] >= config.min_height]
-    foot = raised if len(raised) >= config.min_points else c
-    yaw = _min_area_yaw(_dense_voxel_centroids(foot[:, :2], config.coarse_voxel))
-    cos, sin = math.cos(yaw), math.sin(yaw)
-    a = foot[:, 0] * cos + foot[:, 1] * sin
-    b = -foot[:, 0] * sin + foot[:, 1] * cos
-    lo_a, hi_a = -_edge(-a, config), _edge(a, config)
-    lo_b, hi_b = -_edge(-b, config), _edge(b, config)
-    top = _edge(c[:, 2], config)
-    if top < config.min_height:
-        warnings.append(f"{what}: {top * 1000:.1f} mm high, below min_height="
-                        f"{config.min_height * 1000:.1f} mm (flat, not an object), dropped")
-        return None
-    size = np.maximum([hi_a - lo_a, hi_b - lo_b, top], config.edge_bin)
-    if size.max() > limit:
-        warnings.append(f"{what}: extent {size.max():.3f} m above the size limit {limit:.3f} m, "
-                        "dropped")
-        return None
-    ca, cb = (lo_a + hi_a) / 2, (lo_b + hi_b) / 2
-    centre = (frame.origin + (ca * cos - cb * sin) * frame.u + (ca * sin + cb * cos) * frame.v
-              + size[2] / 2 * frame.n)
-    if size[0] < size[1]:
-        size[:2] = size[1::-1]
-        yaw += math.pi / 2
-    axis = math.cos(yaw) * frame.u + math.sin(yaw) * frame.v
-    pose = np.append(centre, _wrap_half_pi(math.atan2(axis[1], axis[0])))
-    mass = config.density * float(np.prod(size))
-    return PerceivedObject(label, size, pose, mass, len(pts), pts)
-
-
-def _dense_voxel_centroids(xy, voxel):
-    """Centroids of the 2D voxels holding at least 2 points (stray points do not set the yaw)."""
-    ij = np.floor((xy - xy.min(axis=0)) / voxel).astype(np.int64)
-    keys, inverse, counts = np.unique(ij[:, 0] * (ij[:, 1].max() + 1) + ij[:, 1],
-                                      return_inverse=True, return_counts=True)
-    cent = np.stack([np.bincount(inverse, xy[:, k], len(keys)) for k in range(2)], axis=1)
-    cent /= counts[:, None]
-    dense = cent[counts >= 2]
-    return dense if len(dense) >= 3 else cent
-
-
-def _wrap_half_pi(yaw):
-    """Yaw of a box (symmetric under a half turn) in (-pi/2, pi/2]."""
-    yaw = math.remainder(yaw, math.pi)
-    return math.pi / 2 if yaw <= -math.pi / 2 + 1e-12 else yaw
-
-
-def _min_area_yaw(xy):
-    """Yaw of the smallest bounding rectangle of ``xy`` (N, 2), robust to a few stray points.
-
-    Candidates are the edge directions of the 2D convex hull (rotating calipers: the exact
-    minimum-area rectangle has a side on the hull) plus a 2 degree grid; each is scored by the
-    area between the 1st and 99th percentiles along its axes, then refined to 0.1 degree.
+    Objects stand on the support plane (DESIGN.md §3), so a cluster whose lowest voxels (2nd
+    percentile of their heights) are more than ``float_height`` above it is held up: it is a
+    part of a neighbour whose joining surface neither camera saw (an irregular object's side
+    over its foot). It joins the nearest cluster in the footprint, within ``merge_gap``, that
+    reaches lower and has more voxels. Clusters that reach the plane are never joined, however
+    close (boxes side by side stay apart). ``flat`` (M, 3): kept voxels [u, v, height] in the
+    plane frame (metres); ``cluster`` (M,): DBSCAN id, -1 = noise; ``n_points`` (K,): points
+    per cluster (clusters below ``min_points`` take no part).
     """
-    try:
-        hull = xy[ConvexHull(xy).vertices]
-    except (QhullError, ValueError):  # collinear or too few points: principal direction
-        d = np.linalg.svd(xy - xy.mean(axis=0), full_matrices=False)[2][0]
-        return math.atan2(d[1], d[0])
-    edges = np.roll(hull, -1, axis=0) - hull
-    candidates = np.concatenate([np.mod(np.arctan2(edges[:, 1], edges[:, 0]), math.pi / 2),
-                                 np.radians(np.arange(0.0, 90.0, 2.0))])
-    if len(xy) > YAW_POINTS:  # the score is a percentile: a fixed subsample is plenty
-        xy = xy[np.linspace(0, len(xy) - 1, YAW_POINTS).astype(np.int64)]
-    best = _robust_best(xy, np.unique(np.round(candidates, 4)))
-    return _robust_best(xy, best + np.radians(np.arange(-1.5, 1.55, 0.1)))
-
-
-def _robust_best(xy, angles):
-    """The angle whose rotated 1-99 percentile box of ``xy`` has the smallest area."""
-    cos, sin = np.cos(angles), np.sin(angles)
-    a = xy[:, 0, None] * cos + xy[:, 1, None] * sin      # (point, candidate angle)
-    b = -xy[:, 0, None] * sin + xy[:, 1, None] * cos
-    qa, qb = np.percentile(a, [1, 99], axis=0), np.percentile(b, [1, 99], axis=0)
-    area = (qa[1] - qa[0]) * (qb[1] - qb[0])
-    return float(angles[np.argmin(area)])
-
-
-def _edge(values, config):
-    """Robust position of the upper end of a 1-D point distribution (a face, an edge).
-
-    A histogram near the robust maximum is smoothed. Where a peak near the end stands at least
-    twice above the plateau inward of it, a face was seen (under sensor noise): its position is
-    the outer half-maximum of the peak (``face_outer``: about 1.2 noise sigmas outside the face,
-    so the box encloses what was seen) or the peak's centre. Otherwise the end is a step (a top
-    face seen up to its edge) or a tapering surface (a curved object seen at grazing angles): its
-    position is the outermost crossing of ``step_level`` times the maximum, so thin tips stay in.
-    """
-    step = max(config.edge_bin, min(config.edge_window * 20.0 / len(values), 3 * config.edge_bin))
-    hi = float(np.percentile(values, 98.0))  # anchor below stray points along camera rays
-    top = min(float(values.max()), hi + config.edge_window)
-    lo = max(hi - config.edge_window, float(np.percentile(values, 2.0)))
-    edges = np.arange(lo - step, top + 2 * step, step)
-    counts = np.histogram(values, edges)[0].astype(np.float64)
-    smooth = np.convolve(np.pad(counts, 1), [0.25, 0.5, 0.25], mode="valid")
-    centres = (edges[:-1] + edges[1:]) / 2
-    near = int(math.ceil(0.006 / step))                      # a face peak is this close to the end
-    if values.max() - values.min() < config.edge_bin or smooth.max() <= 0:
-        return float(values.max())                         # degenerate: one value, no histogram
-    last = int(np.flatnonzero(smooth >= smooth.max() / 2)[-1])
-    q = max(0, last - near) + int(np.argmax(smooth[max(0, last - near):last + 1]))
-    half = smooth[q] / 2
-    outer = _crossing(smooth, centres, half, q, +1)
-    outer = float(centres[-1]) if outer is None else outer
-    inner = _crossing(smooth, centres, half, q, -1)
-    plateau = smooth[:max(0, q - near)]
-    if inner is not None and len(plateau) >= 3 and np.median(plateau) < half:
-        return outer if config.face_outer else (inner + outer) / 2
-    level = max(config.step_level * smooth.max(), 1.0)  # 1.0: ignores one isolated point
-    hits = np.flatnonzero(smooth >= level)
-    if hits.size == 0:
-        return float(centres[last])
-    j = int(hits[-1])
-    end = _crossing(smooth, centres, level, j, +1)
-    return float(centres[-1]) if end is None else end
-
-
-def _crossing(smooth, centres, level, start, direction):
-    """Interpolated position where ``smooth`` first drops below ``level`` walking from ``start``."""
-    j = start
-    while 0 <= j + direction < len(smooth):
-        k = j + direction
-        if smooth[k] < level:
-            t = (smooth[j] - level) / (smooth[j] - smooth[k])
-            return float(centres[j] + t * (centres[k] - centres[j]))
-        j = k
-    return None
+    ids = [k for k in range(len(n_points)) if n_points[k] >= config.min_points]
+    members = {k: np.flatnonzero(cluster == k) for k in ids}
+    bottom = {k: float(np.percentile(flat[members[k], 2], 2.0)) for k in ids}
+    host = np.arange(len(n_points))
+    for k in ids:
+        if bottom[k] <= config.float_height:
+            continue
+        lower = [j for j in ids if bottom[j] < bottom[k] and len(members[j]) > len(members[k])]
+        gaps = [cKDTree(flat[members[j], :2]).query(flat[members[k], :2])[0].min()
+                for j in lower]
+        if gaps and min(gaps) <= config.merge_gap:
+            host[k] = lower[int(np.argmin(gaps))]
+    for _ in ids:  # hosts are strictly lower, so chains end within len(ids) steps
+        host = host[host]
+    out = cluster.copy()
+    out[cluster >= 0] = host[cluster[cluster >= 0]]
+    return out

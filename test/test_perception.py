@@ -132,6 +132,44 @@ def test_close_objects_are_counted_separately_when_15mm_apart(seed):
     assert heights == [0.05, 0.08, 0.12]
 
 
+BODY = ((0.10, 0.08, 0.12), (0.0, 0.0, 0.06, 0.0))
+
+
+def overhang(gap, size=(0.03, 0.08, 0.05), bottom=0.04):
+    """A part of the BODY's object held at ``bottom`` above the table ``gap`` from the body's
+    +x face: the surface joining them (under the part) is not in the cloud."""
+    return size, (0.05 + gap + size[0] / 2, 0.0, bottom + size[2] / 2, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_part_whose_joining_surface_is_hidden_joins_its_object_unlabelled(seed):
+    rng = np.random.default_rng(seed)  # a quiet sensor: noise tails do not bridge the gap
+    pts = np.concatenate([table(rng, noise=0.0005)]
+                         + [box_surface(*box, rng, noise=0.0005) for box in (BODY, overhang(0.01))])
+    split = perceive(pts, config=perception.PerceptionConfig(merge_gap=0.0))
+    assert len(split.objects) == 2  # the footprints are apart: clustering alone splits it
+    result = perceive(pts)
+    assert len(result.objects) == 1
+    assert_matches(result.objects[0], (0.14, 0.08, 0.12), (0.02, 0.0, 0.06, 0.0))
+
+
+@pytest.mark.parametrize("second, joined", [
+    (((0.10, 0.08, 0.06), (0.105, 0.0, 0.03, 0.0)), False),  # a box 5 mm away, on the table
+    (overhang(0.005), True),                                  # a part held 4 cm up, 5 mm away
+    (overhang(0.030), False),                                 # the same part 3 cm away
+])
+def test_merge_joins_only_clusters_that_do_not_reach_the_plane(second, joined):
+    """The merge step on its own (DBSCAN already joins footprints closer than cluster_eps)."""
+    rng = np.random.default_rng(8)
+    parts = [box_surface(*BODY, rng), box_surface(*second, rng)]
+    flat = np.concatenate(parts)  # world = plane frame for the table z = 0
+    cluster = np.repeat([0, 1], [len(p) for p in parts])
+    merged = perception._merge_unsupported(flat, cluster, np.bincount(cluster),
+                                           perception.PerceptionConfig())
+    assert len(np.unique(merged)) == (1 if joined else 2)
+    assert np.all(merged[cluster == 0] == 0)  # the body stays (it is the host)
+
+
 def test_small_label_and_small_clusters_are_dropped_with_a_warning(scene):
     rng = np.random.default_rng(3)
     pts, labels = scene
