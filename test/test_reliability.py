@@ -148,6 +148,150 @@ def test_first_solve_in_a_fresh_process_honours_the_budget(tmp_path):
         f"one-time warm-up (e.g. torch.optim importing torch._dynamo) runs inside the deadline")
 
 
+class FakeClock:
+    """Stands in for the ``time`` module of the pipeline: ``monotonic()`` moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class StubSolver:
+    """Returns ``poses`` (K, n, 4) as candidates after moving the clock to ``returns_at``."""
+
+    name = "stub"
+
+    def __init__(self, clock, poses, violations, timed_out, returns_at):
+        self.clock, self.poses, self.violations = clock, poses, violations
+        self.timed_out, self.returns_at, self.deadlines = timed_out, returns_at, []
+
+    def propose(self, problem, config, deadline):
+        from robot_packer.solver.base import Candidates
+
+        self.deadlines.append(deadline)
+        self.clock.now = self.returns_at(deadline)
+        return Candidates(self.poses, self.violations, len(self.poses), self.timed_out)
+
+
+@pytest.fixture
+def clocked(monkeypatch):
+    """A known-solvable problem and its solution, the pipeline on a fake clock, and a fake
+    PyBullet verification that takes ``verify_s`` (fake) seconds and fails (list of start times)."""
+    from robot_packer import datagen
+    from robot_packer.solver import pipeline
+
+    problem, solution = datagen.generate(4, np.random.default_rng(10_000_000))
+    clock = FakeClock()
+    monkeypatch.setattr(pipeline, "time", clock)
+    starts = []
+
+    def fake_verify(problem, plan):
+        starts.append(clock.now)
+        clock.now += fake_verify.verify_s
+        return {**plan.verification, "simulator": "pybullet", "passed": False,
+                "reasons": ["fake: settles apart"]}
+
+    fake_verify.verify_s = 0.3
+    monkeypatch.setattr(pipeline, "verify", fake_verify)
+    return problem, solution, clock, starts, fake_verify
+
+
+def test_solver_gets_the_budget_less_the_verification_reserve(clocked):
+    from robot_packer.solver.pipeline import VERIFY_RESERVE
+
+    problem, solution, clock, starts, _ = clocked
+    stub = StubSolver(clock, solution[None], np.zeros(1), False, lambda d: d)
+    solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=2.0), stub)
+    assert stub.deadlines == [pytest.approx(100.0 + (1 - VERIFY_RESERVE) * 2.0)]
+    assert starts == [pytest.approx(100.0 + (1 - VERIFY_RESERVE) * 2.0)]
+
+
+def test_no_verification_starts_after_the_deadline(clocked):
+    """Exact-feasible candidates whose verification fails: each takes 0.3 (fake) s, the solver
+    returned at 0.8 of a 1 s budget; the second starts at 1.1 s, past the deadline: never."""
+    problem, solution, clock, starts, _ = clocked
+    stub = StubSolver(clock, np.repeat(solution[None], 4, 0), np.zeros(4), False, lambda d: d)
+    config = SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0, verify_top_k=4)
+    plan = solve(problem, config, stub)
+    assert len(starts) == 1 and starts[0] <= 100.0 + 1.0
+    assert plan.status == "solved" and not plan.verified
+    assert plan.verification["passed"] is False and "verification failed for 1" in plan.message
+
+
+def test_quick_verifications_all_run_before_the_deadline(clocked):
+    problem, solution, clock, starts, fake_verify = clocked
+    fake_verify.verify_s = 0.01
+    stub = StubSolver(clock, np.repeat(solution[None], 4, 0), np.zeros(4), False, lambda d: d)
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0,
+                                       verify_top_k=4), stub)
+    assert len(starts) == 4 and not plan.verified
+
+
+def test_solver_returning_after_the_deadline_is_not_verified(clocked):
+    problem, solution, clock, starts, _ = clocked
+    stub = StubSolver(clock, solution[None], np.zeros(1), True, lambda d: 100.0 + 1.5)
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0), stub)
+    assert starts == [] and not plan.verified
+    assert plan.verification["simulator"] == "none" and plan.verification["passed"] is False
+    assert "not verified" in plan.message
+
+
+def test_timed_out_solver_yields_its_best_candidate_flagged_timeout(clocked):
+    """Violating candidates from a solver cut short by the deadline: the least violating one
+    comes back as a ``timeout`` plan, never verified, so the node publishes no goals."""
+    problem, solution, clock, starts, _ = clocked
+    worse, better = solution.copy(), solution.copy()
+    worse[0, :2] += 1.0      # far outside the container
+    better[0, 2] += 0.02     # floating 2 cm above its support
+    best_total = C.total(C.check(problem, better))
+    stub = StubSolver(clock, np.stack([better, worse]), np.array([0.05, 1.0]), True,
+                      lambda d: d + 0.01)
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0), stub)
+    assert plan.status == "timeout" and not plan.verified and starts == []
+    assert plan.verification["passed"] is False
+    assert np.allclose(plan.poses(problem.ids), better, atol=1e-6)
+    assert sum(c["violation"] for c in plan.constraints) == pytest.approx(best_total, abs=1e-6)
+
+
+def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypatch):
+    """A member still running at the deadline is waited for at most ``MEMBER_GRACE_SHARE`` of
+    the budget (capped at ``MEMBER_GRACE_S``): a 0.5 s budget is no longer stretched by 0.5 s."""
+    import threading
+
+    from robot_packer.solver import portfolio
+
+    release = threading.Event()
+
+    class Late:
+        def __init__(self, config):
+            pass
+
+        def propose(self, problem, config, deadline):
+            release.wait(10.0)
+            raise RuntimeError("late member: its result must not be waited for")
+
+    monkeypatch.setitem(SOLVERS, "late", Late)
+    waited = []
+    real_wait = portfolio.wait
+
+    def recording_wait(fs, timeout=None, return_when=None):
+        waited.append(timeout)
+        return real_wait(fs, timeout=0.0, return_when=return_when)   # no real waiting
+
+    monkeypatch.setattr(portfolio, "wait", recording_wait)
+    problem = unsolvable_but_not_provably()
+    for budget, grace in ((0.5, 0.05), (20.0, portfolio.MEMBER_GRACE_S)):
+        waited.clear()
+        config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=budget,
+                              options={"members": ["late"]})
+        cands = portfolio.PortfolioSolver(config).propose(problem, config, time.monotonic())
+        assert cands.poses.shape[0] == 0 and cands.timed_out
+        assert len(waited) == 1 and 0.0 <= waited[0] <= grace
+    release.set()
+
+
 # ----------------------------------------------------------------------------- model files
 
 

@@ -4,7 +4,10 @@ Members (``config.options["members"]``, default diffusion + heuristic, + cpsat w
 run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
 and a Python heuristic genuinely overlap. As soon as one member returns a candidate with zero
 violation the race ends; otherwise every member's candidates are merged and re-ranked, so the
-portfolio is never worse than its best member on the same budget.
+portfolio is never worse than its best member that answers in time. Members honour the deadline
+themselves, up to one of their steps late; the race waits for a late one at most
+``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on without its
+candidates (its thread finishes in the background).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked,
                                       register_solver)
 
 DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
+MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one step late; the race
+MEMBER_GRACE_SHARE = 0.1  # waits that long for them, but never more than this share of the budget
 
 
 @register_solver("portfolio")
@@ -43,13 +48,14 @@ class PortfolioSolver:
 
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         results: list[Candidates] = []
+        grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
         pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="portfolio")
         try:
             futures = {pool.submit(m.propose, problem, replace(config, solver=n), deadline): n
                        for n, m in self.members.items()}
             pending = set(futures)
             while pending:
-                left = deadline - time.monotonic() + 0.5   # members honour the deadline themselves
+                left = deadline - time.monotonic() + grace
                 done, pending = wait(pending, timeout=max(left, 0.0), return_when=FIRST_COMPLETED)
                 if not done:
                     break
