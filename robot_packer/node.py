@@ -27,6 +27,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from robot_packer import ros_io
+from robot_packer.problem import Plan
 from robot_packer.solver import make_solver, resolve_device, solve
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -45,6 +46,13 @@ def descriptor(spec: ros_io.ParamSpec) -> ParameterDescriptor:
     elif spec.range is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]))]
     return d
+
+
+def reported_state(plan: Plan, verify: bool) -> str:
+    """The node's ``state`` for a finished solve: ``solved`` for a verified plan, or for an
+    exactly solved one when verification is switched off; ``failed`` otherwise (a plan whose
+    budget ran out before its simulation check is not reported as solved)."""
+    return "solved" if plan.verified or (plan.status == "solved" and not verify) else "failed"
 
 
 class PackerNode(Node):
@@ -182,9 +190,7 @@ class PackerNode(Node):
                     plan, s.world_frame, self.get_clock().now().to_msg())):
                 pub.publish(arr)
         self._last = {k: v for k, v in ros_io.plan_summary(plan).items() if k != "message"}
-        good = plan.verified or (plan.status == "solved"
-                                 and plan.verification.get("simulator") == "none")
-        return self._finish(generation, "solved" if good else "failed",
+        return self._finish(generation, reported_state(plan, s.solver.verify),
                             plan.message or ("verified" if plan.verified else plan.status),
                             goals_published=bool(goals and plan.steps), **self._last)
 

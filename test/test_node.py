@@ -360,3 +360,18 @@ def test_sim_scene_ids_and_plan_alignment():
     settings = ros_io.settings_from_params(params)
     assert list(settings.container.size) == list(scene.container.size)
     assert settings.input_qos == "latched" and settings.solver.solver == "cem"
+
+
+def test_reported_state_never_calls_an_unverified_plan_solved():
+    from robot_packer.node import reported_state
+    from robot_packer.problem import Plan
+
+    passed = {"simulator": "pybullet", "passed": True}
+    assert reported_state(Plan("solved", verification=passed), verify=True) == "solved"
+    # the budget ran out before the simulation check: exact, but not verified
+    late = Plan("solved", "time budget spent before simulation verification: not verified")
+    assert reported_state(late, verify=True) == "failed"
+    assert reported_state(late, verify=False) == "solved"     # verification switched off
+    assert reported_state(Plan("timeout"), verify=False) == "failed"
+    assert reported_state(Plan("solved", verification={"simulator": "pybullet", "passed": False}),
+                          verify=True) == "failed"
