@@ -120,14 +120,17 @@ def stack_poses(parent: torch.Tensor, which: torch.Tensor, sizes: torch.Tensor, 
                 rest_ok: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Poses (m, 4) putting object ``which[r]`` of ``parent[r]`` on top of a box it may rest on.
 
-    The partner is drawn uniformly among the boxes allowed by ``rest_ok`` (n, n); the object's
-    long side is turned along the partner's, its centre drawn where its footprint stays on the
-    partner's top (the partner's centre when it is the larger one). Rows whose object may rest
-    on nothing get ``False`` in the returned mask (the caller redraws those on the floor).
+    The partner is drawn uniformly among the boxes allowed by ``rest_ok`` (n, n) whose top
+    leaves room for the object under the rim. The object's long side is turned along the
+    partner's, its centre drawn where its footprint stays on the partner's top (the partner's
+    centre when it is the larger one). Rows whose object may rest on no box get ``False`` in
+    the returned mask (the caller redraws those on the floor).
     """
     m = which.shape[0]
     rows = torch.arange(m, device=parent.device)
-    weights = rest_ok[which].to(parent.dtype)
+    tops = parent[..., 2] + 0.5 * sizes[:, 2]                       # (m, n)
+    fits = tops + sizes[which, 2][:, None] <= box[2] + C.TOL.slack   # stays under the rim
+    weights = (rest_ok[which] & fits).to(parent.dtype)
     has = weights.sum(-1) > 0
     weights[~has, 0] = 1.0
     partner = torch.multinomial(weights, 1, generator=gen).squeeze(-1)
@@ -167,8 +170,7 @@ def placing_orders(geom: C.Geometry, poses: torch.Tensor) -> tuple[np.ndarray, n
     p = poses.to(geom.sizes.dtype)
     b, n = p.shape[:2]
     pa, pb = p[:, :, None].expand(b, n, n, 4), p[:, None].expand(b, n, n, 4)
-    sa = geom.sizes[:, None].expand(b, n, n, 3)
-    sb = geom.sizes[None, None].expand(b, n, n, 3)
+    sa, sb = geom.sizes[:, None].expand(b, n, n, 3), geom.sizes[None, None].expand(b, n, n, 3)
     hits = C.finger_object_violation(pa, sa, pb, sb, geom)            # placing i hits j
     gap = (pa[..., 2] - 0.5 * sa[..., 2]) - (pb[..., 2] + 0.5 * sb[..., 2])
     rests = (-C.sat_separation(pa, sa, pb, sb) > C.TOL.slack) & (gap.abs() < C.TOL.on_gap)
@@ -181,24 +183,23 @@ def placing_orders(geom: C.Geometry, poses: torch.Tensor) -> tuple[np.ndarray, n
     penalty = np.zeros(b)
     for k in range(b):
         order, left = _topological(before[k], np.round(tops[k], 3) - 1e-6 * area)
-        if order is None:
+        if left:
             penalty[k] = NEAR_ZERO + hits[k][np.ix_(left, left)].sum()
         else:
             orders[k] = order
     return orders, penalty
 
 
-def _topological(before: np.ndarray, key: np.ndarray) -> tuple[list[int] | None, list[int]]:
+def _topological(before: np.ndarray, key: np.ndarray) -> tuple[list[int], list[int]]:
     """Kahn's sort of ``before`` (n, n) (``[a, b]``: a precedes b), lowest ``key`` first among
-    the ready; (None, the boxes left) when they form a cycle."""
+    the ready: (the order, []) or, when the precedences have a cycle, (a prefix, the rest)."""
     left, order = list(range(len(key))), []
     while left:
         ready = [i for i in left if not before[left, i].any()]
         if not ready:
-            return None, left
-        nxt = min(ready, key=lambda i: key[i])
-        order.append(nxt)
-        left.remove(nxt)
+            break
+        order.append(min(ready, key=lambda i: key[i]))
+        left.remove(order[-1])
     return order, left
 
 
