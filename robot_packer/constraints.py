@@ -418,6 +418,19 @@ class CompiledProblem:
         """(B,) sum of every violation, metres."""
         return sum(v.sum(-1) for v in self.violations(poses).values())
 
+    def per_object(self, poses: Tensor) -> Tensor:
+        """(B, n) violation charged to each object: every edge's violation added to each of its
+        object arguments (a region's second argument is a region, not an object)."""
+        out = torch.zeros(poses.shape[:2], dtype=poses.dtype, device=poses.device)
+        for name, v in self.violations(poses).items():
+            if name == "gripper_walls":
+                out = out + v
+                continue
+            args = self.edges[name]
+            for col in range(1 if name == "region" else args.shape[1]):
+                out = out.index_add(1, args[:, col], v)
+        return out
+
 
 def compile_problem(problem: PackingProblem, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> CompiledProblem:
@@ -552,25 +565,25 @@ def supporters(problem: PackingProblem, poses: np.ndarray, i: int) -> list[int]:
 
 
 def placement_order(problem: PackingProblem, poses: np.ndarray) -> list[int]:
-    """Placing order: supports first; among the placeable, one whose fingers hit nothing placed,
-    lowest top first (the hand never reaches down past a taller neighbour already placed), then
-    the larger footprint. Falls back to lowest-first when none is clear."""
+    """Placing order: a topological sort of the precedences "j before i when i rests on j" and
+    "i before j when the fingers placing i would hit j", lowest top first (then the larger
+    footprint) among the ready. When the finger precedences form a cycle (no order keeps every
+    finger clear) the rest follows the supports only, lowest top first."""
     poses = np.asarray(poses, dtype=np.float64)
     rest = support_matrix(problem, poses)
     _, hits = _finger_tables(problem, poses)
-    sizes = problem.sizes
-    tops = poses[:, 2] + sizes[:, 2] / 2
-    area = sizes[:, 0] * sizes[:, 1]
-    placed: list[int] = []
-    remaining = set(range(len(poses)))
-    while remaining:
-        ready = [i for i in remaining if not rest[i, [j for j in remaining if j != i]].any()]
-        ready = sorted(ready or remaining, key=lambda i: (round(tops[i], 3), -area[i], i))
-        clear = [i for i in ready if hits[i, placed].sum() <= 0.0]
-        nxt = clear[0] if clear else ready[0]
-        placed.append(nxt)
-        remaining.remove(nxt)
-    return placed
+    before = (hits > 0.0) | rest.T                      # [a, b]: a must be placed before b
+    tops = np.round(poses[:, 2] + problem.sizes[:, 2] / 2, 3)
+    area = problem.sizes[:, 0] * problem.sizes[:, 1]
+    key = {i: (tops[i], -area[i], i) for i in range(len(poses))}
+    order: list[int] = []
+    left = list(range(len(poses)))
+    while left:
+        ready = [i for i in left if not before[left, i].any()]
+        ready = ready or [i for i in left if not rest.T[left, i].any()] or left
+        order.append(min(ready, key=key.__getitem__))
+        left.remove(order[-1])
+    return order
 
 
 def describe_failures(results: Sequence[CheckResult], limit: int = 3) -> str:

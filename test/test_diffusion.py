@@ -21,7 +21,7 @@ from robot_packer.solver.diffusion.data import make_record
 from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_graph, denormalise,
                                                  normalise)
 from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig
-from robot_packer.solver.diffusion.sampler import SamplerConfig, sample
+from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 from robot_packer.solver.diffusion.train import PackedDataset, diffusion_loss
 from robot_packer.solver.pipeline import solve
@@ -106,6 +106,43 @@ def test_sampling_loop_is_pinned_and_seeded():
 
 
 PINNED_SAMPLE = [-1.5, -1.4977568, 1.5, -1.3869188, 1.5]   # seed 0, tiny untrained model
+
+
+def test_inpainting_holds_known_objects_and_samples_the_rest():
+    graph = build_graph(fixed_problem())
+    sched = CosineSchedule(ScheduleConfig(train_steps=100))
+    cfg = SamplerConfig(steps=5, eta=0.5, langevin_steps=1, langevin_size=0.01)
+    known = torch.full((2, 3, POSE_DIM), 0.25)
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    x = sample(tiny_model(), sched, graph, 2, cfg, torch.Generator().manual_seed(0),
+               inpaint=Inpaint(known, mask))
+    assert torch.equal(x[mask], known[mask])
+    assert not torch.isclose(x[~mask], known[~mask]).all(-1).any()   # the free ones were sampled
+
+
+def test_sampling_past_its_deadline_returns_the_x0_estimate_at_once():
+    graph = build_graph(fixed_problem())
+    sched = CosineSchedule(ScheduleConfig(train_steps=100))
+    calls = []
+    model = tiny_model()
+    counted = lambda x, t, g: calls.append(1) or model(x, t, g)   # noqa: E731
+    x = sample(counted, sched, graph, 2, SamplerConfig(steps=20), torch.Generator().manual_seed(0),
+               deadline=0.0)
+    assert len(calls) == 1 and x.shape == (2, 3, POSE_DIM) and torch.isfinite(x).all()
+
+
+def test_per_object_violation_charges_each_argument():
+    p = fixed_problem()
+    compiled = C.compile_problem(p)
+    poses = torch.tensor([[[0.0, 0.0, 0.05, 0.0], [0.0, 0.0, 0.04, 0.0], [0.0, 0.0, 0.025, 0.0]]])
+    # all three on one spot: every pair collides, o2 is not in the back region
+    per = compiled.per_object(poses)
+    assert per.shape == (1, 3) and (per > 0).all()
+    # the charged violations add up to each edge counted once per object argument
+    v = compiled.violations(poses)
+    charged = sum(t.sum() * (1 if k in ("gripper_walls", "region") else compiled.edges[k].shape[1])
+                  for k, t in v.items())
+    assert float(per.sum()) == pytest.approx(float(charged), rel=1e-5)
 
 
 def test_training_lowers_the_loss_on_a_tiny_dataset():

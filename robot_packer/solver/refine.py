@@ -6,14 +6,15 @@ Shared by the diffusion solver and the ``cem`` baseline::
     poses = refine(poses, compile_problem(problem), steps=100, lr=0.004,
                    box_size=problem.container.size)
 
-Adam (written out) descends ``CompiledProblem.total`` (metres) for every candidate of the batch at once (the
-candidates do not interact: the loss is their sum and Adam is elementwise), with a cosine-decayed
-step size, positions kept inside the container and the lowest-violation iterate of each
-candidate returned (not merely the last one).
+Adam (written out) descends ``CompiledProblem.total`` (metres) for every candidate of the batch at
+once (the candidates do not interact: the loss is their sum and Adam is elementwise), with a
+cosine-decayed step size, positions kept inside the container and the lowest-violation iterate of
+each candidate returned (not merely the last one).
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,7 +42,8 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
            lr: float = RefineConfig.lr, box_size=None, generator: torch.Generator | None = None,
            noise: float = RefineConfig.noise, yaw_lr_scale: float = RefineConfig.yaw_lr_scale,
            deadline: float | None = None,
-           cheap_fraction: float = RefineConfig.cheap_fraction) -> torch.Tensor:
+           cheap_fraction: float = RefineConfig.cheap_fraction,
+           stop_at_first: bool = False) -> torch.Tensor:
     """Descend the total exact violation from ``poses``; return the best iterate per candidate.
 
     Args:
@@ -58,12 +60,12 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
             ``gripper_clear`` terms (finger boxes vs objects: ~2/3 of a step; the finger-wall
             terms stay); the rest descends the full total, and
             only full-total iterates count as "best".
+        stop_at_first: stop as soon as one candidate reaches zero violation (default: when all
+            have, or after ``steps``).
 
     Returns:
         (B, n, 4) detached poses, yaw wrapped to (-pi, pi], same dtype/device as ``poses``.
     """
-    import time
-
     x = poses.detach().clone()
     if noise > 0:
         dev = generator.device if generator is not None else x.device
@@ -87,13 +89,15 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
                 better = v < best_v
                 best_v = torch.where(better, v, best_v)
                 best[better] = cur.detach()[better]
-        if k == steps or (late and bool((best_v <= 0).all())) or (
+        done = (best_v <= 0).any() if stop_at_first else (best_v <= 0).all()
+        if k == steps or (late and bool(done)) or (
                 deadline and time.monotonic() > deadline):
             break
         (grad,) = torch.autograd.grad(v.sum(), cur)
         cur = cur.detach()
         frac = 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))      # cosine decay
-        step = scale * (RefineConfig.final_lr_fraction + (1 - RefineConfig.final_lr_fraction) * frac)
+        low = RefineConfig.final_lr_fraction
+        step = scale * (low + (1 - low) * frac)
         m.mul_(ADAM_BETAS[0]).add_(grad, alpha=1 - ADAM_BETAS[0])      # Adam (Kingma & Ba, alg. 1)
         s.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1 - ADAM_BETAS[1])
         m_hat = m / (1 - ADAM_BETAS[0] ** (k + 1))

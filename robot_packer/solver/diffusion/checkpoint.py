@@ -1,4 +1,5 @@
-"""Checkpoint files: ``{"config": {...}, "state_dict": {...}}``, sha256-pinned in models/README.md."""
+"""Checkpoint files: ``{"config": {...}, "state_dict": {...}}``, sha256-pinned in
+models/README.md."""
 from __future__ import annotations
 
 import hashlib

@@ -71,8 +71,8 @@ def edge_rows(problem: PackingProblem) -> dict[str, list[list[int]]]:
     """Argument index rows of every edge type present in ``problem``."""
     n = len(problem.items)
     ids = {item.id: i for i, item in enumerate(problem.items)}
-    rows: dict[str, list[list[int]]] = {"in": [[i] for i in range(n)],
-                                        "cfree": [[i, j] for i in range(n) for j in range(i + 1, n)]}
+    pairs = [[i, j] for i in range(n) for j in range(i + 1, n)]
+    rows: dict[str, list[list[int]]] = {"in": [[i] for i in range(n)], "cfree": pairs}
     masses, fragile = problem.masses, problem.fragile
     heavy = problem.rules.heavy_below
     rows["heavy_below"] = [[a, b] for a in range(n) for b in range(n)

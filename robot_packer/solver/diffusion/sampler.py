@@ -1,6 +1,7 @@
 """The reverse-diffusion sampling loop with Langevin corrections (Diffusion-CCSP §4.2)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -22,19 +23,39 @@ class SamplerConfig:
     langevin_until: float = 0.0   # corrections only at t/T >= this (0: at every level)
 
 
+@dataclass(frozen=True)
+class Inpaint:
+    """Objects held at known poses while the others are sampled (RePaint-style conditioning).
+
+    ``known``: (num, N, 5) normalised poses; ``mask``: (num, N) bool, True where held.
+    """
+
+    known: Tensor
+    mask: Tensor
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph, num: int,
-           config: SamplerConfig, generator: torch.Generator) -> Tensor:
+           config: SamplerConfig, generator: torch.Generator, deadline: float | None = None,
+           inpaint: Inpaint | None = None) -> Tensor:
     """``num`` samples (num, N, 5) of normalised poses for ``graph``, all in one batch.
 
     ``generator`` may live on the CPU while the model runs on CUDA (same samples on both).
+    ``deadline`` (``time.monotonic()``): when it passes, the loop stops and returns the current
+    prediction of x_0 instead of finishing the grid. ``inpaint`` holds some objects at known
+    poses: before every denoiser call they are set to their known pose noised to the current
+    level, so the free objects are sampled conditioned on them.
     """
     dev = graph.nodes.device
     x = noise_like(torch.empty((num, graph.n, POSE_DIM), device=dev), generator)  # 1. x_T ~ N(0, I)
     T = schedule.config.train_steps
+    hold = _holder(schedule, inpaint, generator)
     for t in schedule.set_timesteps(config.steps).tolist():
         tt = torch.full((num, graph.n), t, dtype=torch.long, device=dev)
+        x = hold(x, t)
         eps = model(x, tt, graph)               # 2. composed eps: sum_k eps_k / sqrt(deg) (eq. 4)
+        if deadline is not None and time.monotonic() > deadline:
+            return hold(schedule.predict_x0(eps, t, x), -1)   # out of time: x_0 estimate now
         if t / T >= config.langevin_until:
             sig = schedule.sigma(t)
             for _ in range(config.langevin_steps):
@@ -42,6 +63,24 @@ def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph
                 #    x <- x - c*sigma_t*eps + sqrt(2c)*sigma_t*z  (Langevin, Song & Ermon eq. 4)
                 c = config.langevin_size
                 x = x - c * sig * eps + (2 * c) ** 0.5 * sig * noise_like(x, generator)
+                x = hold(x, t)
                 eps = model(x, tt, graph)       # 4. re-evaluate the composed eps at the new x
         x = schedule.step(eps, t, x, generator, config.eta)   # 5. DDIM step x_t -> x_prev (eq. 12)
-    return x                                    # 6. x_0: normalised poses (decode with graph)
+    return hold(x, -1)                          # 6. x_0: normalised poses (decode with graph)
+
+
+def _holder(schedule: CosineSchedule, inpaint: Inpaint | None, generator: torch.Generator):
+    """``hold(x, t)``: x with the held objects replaced by their known poses noised to level t
+    (t = -1: the clean poses). The identity without ``inpaint``."""
+    if inpaint is None:
+        return lambda x, t: x
+
+    def hold(x: Tensor, t: int) -> Tensor:
+        if t < 0:
+            target = inpaint.known
+        else:
+            level = torch.full(inpaint.mask.shape, t, dtype=torch.long, device=x.device)
+            target = schedule.add_noise(inpaint.known, noise_like(x, generator), level)
+        return torch.where(inpaint.mask[..., None], target, x)
+
+    return hold

@@ -31,9 +31,11 @@ def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 class CosineSchedule:
-    """alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2) / alpha_bar(0)  (Nichol & Dhariwal eq. 17)."""
+    """alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2) / alpha_bar(0)
+    (Nichol & Dhariwal eq. 17)."""
 
-    def __init__(self, config: ScheduleConfig = ScheduleConfig(), device: torch.device | str = "cpu"):
+    def __init__(self, config: ScheduleConfig = ScheduleConfig(),
+                 device: torch.device | str = "cpu"):
         self.config = config
         T = config.train_steps
         steps = torch.arange(T + 1, dtype=torch.float64) / T
@@ -56,7 +58,8 @@ class CosineSchedule:
         return float((1 - self.alphas_cumprod[t]).sqrt())
 
     def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """q(x_t | x_0): sqrt(ab_t) x0 + sqrt(1 - ab_t) eps (DDPM eq. 4); ``t`` broadcasts to x0[..., 0]."""
+        """q(x_t | x_0): sqrt(ab_t) x0 + sqrt(1 - ab_t) eps (DDPM eq. 4); ``t`` broadcasts to
+        x0[..., 0]."""
         ab = self.alphas_cumprod[t][..., None]
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 

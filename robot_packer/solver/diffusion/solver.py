@@ -1,10 +1,14 @@
 """The ``diffusion`` solver: compositional diffusion proposals, refined and ranked by violation.
 
 Options (``SolverConfig.options``, all optional): ``steps`` (DDIM steps, default 25), ``eta``,
-``langevin_steps``, ``langevin_size``, ``refine_steps`` (default 60), ``refine_lr``,
-``refine_top`` (candidates refined per round, default 16), ``snap_yaw`` (default true: half the
-refined candidates get their yaw snapped to the nearest quarter turn), ``domain`` (``pack3d``),
+``langevin_steps``, ``langevin_size``, ``refine_steps`` (default 100; a round stops refining as
+soon as one candidate reaches zero), ``refine_lr``, ``refine_top`` (candidates refined per round,
+default 32), ``snap_yaw`` (default true: half the refined candidates get their yaw snapped to the
+nearest quarter turn), ``domain`` (``pack3d``),
 ``init`` (``random`` replaces the samples by uniform starts: the refinement-only ablation),
+``restart`` (``inpaint``, default: every second round re-samples only the objects that still
+violate something in the best candidates so far, the others held — RePaint-style conditioning
+on the composed model; ``fresh``: every round samples all objects anew),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
@@ -22,8 +26,8 @@ from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
 from robot_packer.solver.diffusion.checkpoint import load_model
-from robot_packer.solver.diffusion.graph import build_graph, denormalise
-from robot_packer.solver.diffusion.sampler import SamplerConfig, sample
+from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
+from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 from robot_packer.solver.refine import refine
 
@@ -32,6 +36,8 @@ SAMPLE_SHARE = 0.4   # at most this share of the time left goes to reverse diffu
 MIN_STEPS = 8        # ... but never fewer DDIM steps than this
 FAILED_EXACT = 1e-7  # violation recorded for a zero-total candidate the exact checker rejects
 RESTART_SHARE = 0.5  # a new round starts only with this share of the last round's time left
+RESTART_BASES = 8    # best candidates an inpainting round re-samples around
+HELD_BELOW = 1e-6    # an object whose charged violation (m) is below this is held
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,12 @@ class DiffusionOptions:
     eta: float = 0.5
     langevin_steps: int = 1
     langevin_size: float = 0.01
-    refine_steps: int = 60
+    refine_steps: int = 100
     refine_lr: float = 0.003
-    refine_top: int = 16
+    refine_top: int = 32
     snap_yaw: bool = True
     init: str = "diffusion"       # "random": uniform starts instead of samples (ablation)
+    restart: str = "inpaint"      # "fresh": every round samples every object anew
 
     @classmethod
     def from_dict(cls, options: dict) -> "DiffusionOptions":
@@ -59,6 +66,8 @@ class DiffusionOptions:
         out = cls(**{k: v for k, v in options.items() if k in known})
         if out.init not in ("diffusion", "random"):
             raise ValueError(f"options.init: must be 'diffusion' or 'random', got {out.init!r}")
+        if out.restart not in ("inpaint", "fresh"):
+            raise ValueError(f"options.restart: must be 'inpaint' or 'fresh', got {out.restart!r}")
         return out
 
     def sampler(self) -> SamplerConfig:
@@ -94,9 +103,13 @@ class DiffusionSolver:
         compiled = compile_problem(problem, self.device)
         max_rounds = int(config.options.get("max_rounds", 1000))
         found, vals, samples, timed_out = [], [], 0, False
-        for _ in range(max_rounds):                  # smart restart: new batch while time remains
+        for r in range(max_rounds):       # smart restarts: new batches while time remains
             t0 = time.monotonic()
-            poses = self.round(graph, compiled, problem, config.candidates, gen, deadline)
+            inpaint = None
+            if r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
+                inpaint = self.held_objects(graph, compiled, np.concatenate(found),
+                                            np.concatenate(vals), config.candidates)
+            poses = self.round(graph, compiled, problem, config.candidates, gen, deadline, inpaint)
             v = compiled.total(poses).detach()
             solved = self.exactly_solved(problem, poses, v)
             found.append(poses.cpu().numpy())
@@ -122,34 +135,55 @@ class DiffusionSolver:
             v[i] = FAILED_EXACT    # ranks behind candidates that pass, ahead of real violations
         return False
 
+    def held_objects(self, graph, compiled, poses: np.ndarray, v: np.ndarray,
+                     num: int) -> Inpaint | None:
+        """Inpainting for the next round: ``num`` copies spread over the ``RESTART_BASES`` best
+        candidates so far, each holding the objects that violate nothing (None when no base has
+        both held and free objects)."""
+        best = torch.as_tensor(poses[np.argsort(v)[:RESTART_BASES]], device=graph.nodes.device)
+        with torch.no_grad():
+            held = compiled.per_object(best) < HELD_BELOW              # (K, n)
+        useful = held.any(1) & ~held.all(1)
+        if not bool(useful.any()):
+            return None
+        best, held = best[useful], held[useful]
+        pick = torch.arange(num, device=best.device) % len(best)
+        return Inpaint(normalise(best[pick], graph.box), held[pick])
+
     def fitted_sampler(self, graph, num: int, deadline: float) -> SamplerConfig:
-        """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when one forward pass
+        """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when a timed forward pass
         says the full count would take more than SAMPLE_SHARE of the time left."""
         cfg = self.options.sampler()
-        t0 = time.monotonic()
-        with torch.no_grad():
-            self.model(torch.zeros(num, graph.n, 5, device=graph.nodes.device),
-                       torch.zeros(num, graph.n, dtype=torch.long, device=graph.nodes.device), graph)
-        per_step = (time.monotonic() - t0) * (1 + cfg.langevin_steps)
+        dev = graph.nodes.device
+        x = torch.zeros(num, graph.n, 5, device=dev)
+        t = torch.zeros(num, graph.n, dtype=torch.long, device=dev)
+        times = []
+        for _ in range(2):             # the faster of two: one preempted call must not decide
+            t0 = time.monotonic()
+            with torch.no_grad():
+                self.model(x, t, graph)
+            times.append(time.monotonic() - t0)
+        per_step = min(times) * (1 + cfg.langevin_steps)
         fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
         return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
     def round(self, graph, compiled, problem, num: int, gen: torch.Generator,
-              deadline: float) -> torch.Tensor:
-        """One batch: sample, pick the best ``refine_top`` by violation, refine them (metres)."""
+              deadline: float, inpaint: Inpaint | None = None) -> torch.Tensor:
+        """One batch: sample (the free objects only, with ``inpaint``), pick the best
+        ``refine_top`` by violation, refine them (metres)."""
         opts = self.options
         if opts.init == "random":
             x = (torch.rand((num, graph.n, 5), generator=gen) * 2 - 1).to(graph.nodes.device)
         else:
-            x = sample(self.model, self.schedule, graph, num, self.fitted_sampler(graph, num, deadline),
-                       gen)
+            cfg = self.fitted_sampler(graph, num, deadline)
+            x = sample(self.model, self.schedule, graph, num, cfg, gen, deadline, inpaint)
         poses = denormalise(x, graph.box)
         with torch.no_grad():
             v = compiled.total(poses)
         top = poses[torch.argsort(v)[:min(opts.refine_top, num)]]
-        if opts.snap_yaw:                            # try both: raw yaw and the nearest quarter turn
+        if opts.snap_yaw:                 # try both: raw yaw and the nearest quarter turn
             snapped = top.clone()
             snapped[..., 3] = torch.round(snapped[..., 3] / (math.pi / 2)) * (math.pi / 2)
             top = torch.cat([top[: (len(top) + 1) // 2], snapped[(len(top) + 1) // 2:]])
         return refine(top, compiled, opts.refine_steps, opts.refine_lr, problem.container.size,
-                      deadline=deadline)
+                      deadline=deadline, stop_at_first=True)

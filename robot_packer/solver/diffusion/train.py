@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -68,7 +67,8 @@ class PackedDataset:
         self.x0 = torch.cat(x0).to(device)
         self.edges, self.edge_prob = {}, {}
         for k in sorted({k for g in graphs for k in g.edges}):
-            parts = [(g.edges[k] + self.offsets[i], i) for i, g in enumerate(graphs) if k in g.edges]
+            parts = [(g.edges[k] + self.offsets[i], i) for i, g in enumerate(graphs)
+                     if k in g.edges]
             self.edges[k] = torch.cat([a for a, _ in parts]).to(device)
             self.edge_prob[k] = torch.cat([torch.full((len(a),), i) for a, i in parts]).to(device)
         self.offsets = self.offsets.to(device)
@@ -119,7 +119,8 @@ def diffusion_loss(model, schedule: CosineSchedule, data: PackedDataset, ids: to
     """DDPM simple loss ||eps - eps_theta(x_t, t)||^2 through the composition (DDPM eq. 14)."""
     graph, x0, owner = data.batch(ids, generator)
     dev = x0.device
-    t = torch.randint(0, schedule.config.train_steps, (len(ids),), generator=generator, device=dev)[owner]
+    t = torch.randint(0, schedule.config.train_steps, (len(ids),), generator=generator,
+                      device=dev)[owner]
     eps = torch.randn(x0.shape, generator=generator, device=dev)
     xt = schedule.add_noise(x0, eps, t)
     return ((model(xt[None], t[None], graph)[0] - eps) ** 2).mean()
@@ -180,7 +181,8 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     rank, world, dev = _setup_distributed(cfg.device)
     data = PackedDataset(_data(cfg, rank, world), dev)
-    val = [build_dataset([900_000 + i], 1, None, progress=False)[0] for i in range(cfg.val_problems)]
+    val = [build_dataset([900_000 + i], 1, None, progress=False)[0]
+           for i in range(cfg.val_problems)]
     torch.manual_seed(cfg.seed)                       # identical initial weights on every rank
     model = ComposedDenoiser(DenoiserConfig(cfg.hidden, cfg.head_hidden)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -194,7 +196,8 @@ def train(cfg: TrainConfig) -> dict:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     for _ in range(start):
         sched.step()
@@ -216,7 +219,8 @@ def train(cfg: TrainConfig) -> dict:
             _checkpoint(model, opt, cfg, step + 1, metrics)
         if rank == 0 and cfg.val_every and ((step + 1) % cfg.val_every == 0 or last):
             metrics["val_success"] = validate(model, val, dev)
-            log.write(f"step {step + 1} loss {metrics['loss']:.4f} val_success {metrics['val_success']:.2f}")
+            log.write(f"step {step + 1} loss {metrics['loss']:.4f} "
+                      f"val_success {metrics['val_success']:.2f}")
     log.close()
     if world > 1:
         dist.destroy_process_group()
@@ -265,7 +269,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--domain", choices=DOMAINS, default=d.domain)
     parser.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
-    parser.add_argument("--batch", type=int, default=d.batch, help="problems per step (per process)")
+    parser.add_argument("--batch", type=int, default=d.batch,
+                        help="problems per step (per process)")
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     parser.add_argument("--out", default=None, help="checkpoint path (default models/<domain>.pt)")
