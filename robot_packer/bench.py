@@ -8,7 +8,9 @@ case can be re-run with ``robot-packer solve <out>/scenes/<case>.yaml --solver S
 
 Outputs (each written atomically, refreshed after every object count): ``results.json`` (meta,
 per-solver/per-N summary, every run), ``results.md`` (a table) and ``results.png`` (success vs N,
-solve-time distributions).
+solve-time distributions). When ``diffusion`` runs, the same problems also measure pass@1 and
+pass@10 of its raw samples (one batch of 10, no refinement or ranking, exact checker; ``passk``
+in the JSON, ``pass_at_1``/``pass_at_10`` on the diffusion rows), plotted beside the seed paper's.
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ import numpy as np
 TEST_SEED_BASE = 10_000_000
 DEFAULT_SOLVERS = "rejection,cem,heuristic"
 SMOKE = {"objects": "3", "problems": 2}
+# Diffusion-CCSP (Yang et al., CoRL 2023), results figure (success rate vs number of objects),
+# "3D packing with robot" task, read off the figure as quoted in issue 6: raw-sample pass@1 and
+# pass@10 in %, per object count.
+PAPER_PASSK = {"pack3d": {"n": (3, 4, 5, 6), "pass@1": (65, 50, 33, 17),
+                          "pass@10": (97, 95, 87, 76)}}
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class BenchConfig:
     candidates: int = 64
     threads: int | None = None
     progress: bool = True
+    passk: bool = True
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +75,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run: 2 problems of 3 objects")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--passk", action=argparse.BooleanOptionalAction, default=True,
+                        help="pass@1/pass@10 of raw diffusion samples when diffusion runs "
+                             "(default: on)")
     parser.add_argument("--merge", nargs="+", metavar="DIR", default=None,
                         help="instead of running, join finished result folders of the same "
                              "problems (e.g. one per solver, run in parallel) into --out")
@@ -93,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ValueError("--solvers: give at least one solver")
     return BenchConfig(args.out, args.domain, counts, problems, solvers, float(budget), args.device,
                        args.seed, args.tier, args.verify, args.candidates, args.threads,
-                       not args.no_progress)
+                       not args.no_progress, args.passk)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -208,6 +219,7 @@ def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = No
         configs, solvers = build_solvers(cfg)
     meta = run_meta(cfg, str(resolve_device(cfg.device)), torch.get_num_threads())
     runs: list[dict] = []
+    passk: list[dict] = []
     bar = _progress_bar(cfg)
     for n in cfg.objects:
         problems, seeds = make_problems(cfg, n)
@@ -216,9 +228,26 @@ def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = No
             for name in cfg.solvers:
                 runs.append(run_one(problem, configs[name], solvers[name], n, k) | {"seed": seed})
                 bar.update(1)
-        write_results(cfg, meta, runs)
+        if cfg.passk and "diffusion" in solvers:
+            passk += raw_passk(solvers["diffusion"], problems, seeds, n)
+        write_results(cfg, meta, runs, passk)
     bar.close()
-    return write_results(cfg, meta, runs)
+    return write_results(cfg, meta, runs, passk)
+
+
+def raw_passk(solver, problems: list, seeds: list[int], n: int) -> list[dict]:
+    """Per problem: pass@1 and pass@10 of raw diffusion samples (noise seeded by the problem
+    seed, so a case's record does not depend on which other cases ran)."""
+    import torch
+
+    from robot_packer.solver.diffusion.evaluate import PASSK_SAMPLES, raw_sample_checks
+
+    records = []
+    for k, (problem, seed) in enumerate(zip(problems, seeds)):
+        oks = raw_sample_checks(solver, problem, PASSK_SAMPLES, torch.Generator().manual_seed(seed))
+        records.append({"n": n, "case": case_name(n, k), "seed": seed,
+                        "pass@1": bool(oks[0]), "pass@10": bool(oks.any())})
+    return records
 
 
 def warm_up(problem, configs, solvers) -> None:
@@ -257,8 +286,9 @@ def failure_reasons(plan, success: bool) -> list[str]:
     return [f"{plan.status}: {plan.message[:80]}"]
 
 
-def summarize(runs: list[dict], solvers, counts) -> list[dict]:
-    """Per solver and N: success rate, median/p95 time, most frequent failure reasons."""
+def summarize(runs: list[dict], solvers, counts, passk: list[dict] | None = None) -> list[dict]:
+    """Per solver and N: success rate, median/p95 time, most frequent failure reasons; on the
+    diffusion rows also ``pass_at_1``/``pass_at_10`` of raw samples where ``passk`` has them."""
     rows = []
     for name in solvers:
         for n in counts:
@@ -275,6 +305,11 @@ def summarize(runs: list[dict], solvers, counts) -> list[dict]:
                          "p95_time_s": round(float(np.percentile(times, 95)), 3),
                          "median_cpu_s": round(float(np.median(cpu)), 3) if cpu else None,
                          "failure_reasons": [[r, c] for r, c in reasons]})
+            raw = [p for p in passk or [] if p["n"] == n]
+            if name == "diffusion" and raw:
+                rows[-1] |= {"pass_at_1": round(float(np.mean([p["pass@1"] for p in raw])), 4),
+                             "pass_at_10": round(float(np.mean([p["pass@10"] for p in raw])), 4),
+                             "passk_problems": len(raw)}
     return rows
 
 
@@ -286,7 +321,7 @@ def run_meta(cfg: BenchConfig, device: str, threads: int) -> dict:
     return {"command": cmd or reproduce_command(cfg), "domain": cfg.domain, "tier": cfg.tier,
             "objects": list(cfg.objects), "problems": cfg.problems, "solvers": list(cfg.solvers),
             "budget_s": cfg.budget, "verify": cfg.verify, "seed": cfg.seed,
-            "candidates": cfg.candidates, "device": device, "threads": threads,
+            "candidates": cfg.candidates, "passk": cfg.passk, "device": device, "threads": threads,
             "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__,
             "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -299,7 +334,8 @@ def reproduce_command(cfg: BenchConfig) -> str:
     return (f"robot-packer bench --domain {cfg.domain} --objects {','.join(map(str, cfg.objects))} "
             f"--problems {cfg.problems} --solvers {','.join(cfg.solvers)} --budget {cfg.budget} "
             f"--device {cfg.device} --seed {cfg.seed} --tier {cfg.tier} "
-            f"{'--verify' if cfg.verify else '--no-verify'} --out {cfg.out}")
+            f"{'--verify' if cfg.verify else '--no-verify'} "
+            f"{'' if cfg.passk else '--no-passk '}--out {cfg.out}")
 
 
 def git_commit() -> str:
@@ -315,12 +351,13 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def write_results(cfg: BenchConfig, meta: dict, runs: list[dict]) -> dict:
+def write_results(cfg: BenchConfig, meta: dict, runs: list[dict],
+                  passk: list[dict] | None = None) -> dict:
     """Write results.json, results.md and results.png atomically; return the results."""
     from robot_packer.problem import atomic_write
 
-    summary = summarize(runs, cfg.solvers, cfg.objects)
-    result = {"meta": meta, "summary": summary, "runs": runs}
+    summary = summarize(runs, cfg.solvers, cfg.objects, passk)
+    result = {"meta": meta, "summary": summary, "runs": runs, "passk": passk or []}
     out = Path(cfg.out)
     atomic_write(out / "results.json", json.dumps(result, indent=1) + "\n")
     atomic_write(out / "results.md", format_markdown(meta, summary))
@@ -355,18 +392,23 @@ def merge_results(parts: list[Path], out: Path) -> dict:
     keys = [(r["solver"], r["case"]) for r in runs]
     if len(set(keys)) != len(keys):
         raise ValueError("the parts overlap: some solver ran the same case in two parts")
-    return write_results(cfg, meta, runs)
+    passk = [p for res in loaded for p in res.get("passk", [])]
+    return write_results(cfg, meta, runs, passk)
 
 
 def format_table(summary: list[dict]) -> str:
-    """Markdown table: one row per solver and N."""
-    lines = ["| solver | N | success | median s | p95 s | median CPU s | most frequent failure "
-             "reasons |", "|---|---|---|---|---|---|---|"]
+    """Markdown table: one row per solver and N (pass@k columns when any row has them)."""
+    raw = any("pass_at_1" in r for r in summary)
+    head = ["solver", "N", "success", "median s", "p95 s", "median CPU s",
+            "most frequent failure reasons"] + (["diffusion pass@1", "pass@10"] if raw else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
         reasons = ", ".join(f"{name} ({c})" for name, c in r["failure_reasons"]) or "—"
+        passk = (f" {_pct(r.get('pass_at_1'))} | {_pct(r.get('pass_at_10'))} |" if raw else "")
         lines.append(f"| {r['solver']} | {r['n']} | {100 * r['success_rate']:.0f}% "
                      f"({r['solved']}/{r['runs']}) | {r['median_time_s']:.2f} | "
-                     f"{r['p95_time_s']:.2f} | {_fmt(r.get('median_cpu_s'))} | {reasons} |")
+                     f"{r['p95_time_s']:.2f} | {_fmt(r.get('median_cpu_s'))} | {reasons} |"
+                     + passk)
     return "\n".join(lines)
 
 
@@ -374,12 +416,18 @@ def _fmt(value) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
 def format_markdown(meta: dict, summary: list[dict]) -> str:
     check = "exact checker + PyBullet verification" if meta["verify"] else "exact checker only"
+    raw = (" Diffusion pass@1 / pass@10: raw samples (one batch of 10, no refinement or "
+           "ranking), exact checker." if any("pass_at_1" in r for r in summary) else "")
     return (f"# Benchmark: {meta['domain']} ({meta['tier']} tier)\n\n"
             f"{meta['problems']} problems per N, budget {meta['budget_s']} s (wall clock) per "
             f"solve, times are wall clock per solve (CPU: this process's CPU time), success = "
-            f"{check}. Device {meta['device']}, {meta['threads']} torch thread(s), "
+            f"{check}.{raw} Device {meta['device']}, {meta['threads']} torch thread(s), "
             f"{meta['cpu_count']} CPUs, commit `{meta['git_commit']}`, {meta['date_utc']}.\n\n"
             f"Reproduce: `{meta['command']}`\n\n"
             f"Re-run one case: `robot-packer solve scenes/<case>.yaml --out plan.json "
@@ -398,9 +446,10 @@ def plot(summary: list[dict], runs: list[dict], cfg: BenchConfig) -> bytes:
     for name in cfg.solvers:
         rows = [r for r in summary if r["solver"] == name]
         ax1.plot([r["n"] for r in rows], [100 * r["success_rate"] for r in rows], "o-", label=name)
+    _plot_passk(ax1, summary, cfg.domain)
     ax1.set(xlabel="objects N", ylabel="success rate (%)", ylim=(-2, 102),
             title=f"success ({cfg.tier}, {cfg.budget:g} s budget)")
-    ax1.legend()
+    ax1.legend(fontsize="small")
     width = 0.8 / max(1, len(cfg.solvers))
     for s, name in enumerate(cfg.solvers):
         data = [[r["time_s"] for r in runs if r["solver"] == name and r["n"] == n] or [np.nan]
@@ -419,6 +468,22 @@ def plot(summary: list[dict], runs: list[dict], cfg: BenchConfig) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _plot_passk(ax, summary: list[dict], domain: str) -> None:
+    """Our raw-sample pass@1/@10 (when measured) and the seed paper's, on the success axes."""
+    ours = [r for r in summary if "pass_at_10" in r]
+    if ours:
+        ax.plot([r["n"] for r in ours], [100 * r["pass_at_10"] for r in ours], "v--",
+                color="C9", label="diffusion raw pass@10")
+        ax.plot([r["n"] for r in ours], [100 * r["pass_at_1"] for r in ours], "^:",
+                color="C9", label="diffusion raw pass@1")
+    paper = PAPER_PASSK.get(domain)
+    if paper:
+        ax.plot(paper["n"], paper["pass@10"], "k*", markersize=9,
+                label="Diffusion-CCSP paper (pass@10)")
+        ax.plot(paper["n"], paper["pass@1"], "kx", markersize=7,
+                label="Diffusion-CCSP paper (pass@1)")
 
 
 class _NoBar:

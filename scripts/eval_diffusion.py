@@ -17,11 +17,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from robot_packer import constraints as C
 from robot_packer.datagen import GenConfig, generate
 from robot_packer.solver.base import SolverConfig
-from robot_packer.solver.diffusion.graph import build_graph, denormalise
-from robot_packer.solver.diffusion.sampler import sample
+from robot_packer.solver.diffusion.evaluate import pass_at_k
 from robot_packer.solver.diffusion.solver import DiffusionSolver
 from robot_packer.solver.pipeline import solve
 
@@ -57,21 +55,6 @@ def success(probs, budget: float, candidates: int, model_dir, options: dict) -> 
     return ok / len(probs), float(np.mean(secs))
 
 
-def pass_at_k(probs, model_dir, k: int = 10) -> tuple[float, float]:
-    """pass@1 and pass@k of raw samples (no refinement, no ranking), exact checker."""
-    solver = DiffusionSolver(SolverConfig(solver="diffusion", model_dir=model_dir))
-    gen = torch.Generator().manual_seed(0)
-    p1 = pk = 0
-    for p in probs:
-        g = build_graph(p)
-        x = sample(solver.model, solver.schedule, g, k, solver.options.sampler(), gen)
-        poses = denormalise(x, g.box).double().numpy()
-        oks = [C.all_satisfied(C.check(p, q)) for q in poses]
-        p1 += oks[0]
-        pk += any(oks)
-    return p1 / len(probs), pk / len(probs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10])
@@ -89,7 +72,8 @@ def main() -> None:
     for n in args.n:
         probs = problems(n, args.problems)
         rate, secs = success(probs, args.budget, args.candidates, args.model_dir, {})
-        p1, p10 = pass_at_k(probs, args.model_dir)
+        raw = DiffusionSolver(SolverConfig(solver="diffusion", model_dir=args.model_dir))
+        p1, p10 = pass_at_k(raw, probs, 10, torch.Generator().manual_seed(0))
         row = {"n": n, "problems": len(probs), "success": rate, "mean_s": secs,
                "pass@1": p1, "pass@10": p10}
         results["rows"].append(row)

@@ -32,6 +32,38 @@ def smoke(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def diffusion_smoke(tmp_path_factory):
+    """A smoke run of the diffusion solver (2 problems of 3 objects): pass@k is measured too."""
+    out = tmp_path_factory.mktemp("bench") / "diffusion"
+    args = parse("--smoke", "--no-verify", "--no-progress", "--device", "cpu", "--budget", "0.5",
+                 "--solvers", "diffusion,heuristic", "--out", str(out))
+    assert bench.run_bench(args) == 0
+    return out
+
+
+def test_diffusion_run_reports_raw_pass_at_1_and_10(diffusion_smoke):
+    result = json.loads((diffusion_smoke / "results.json").read_text())
+    assert result["meta"]["passk"] is True
+    assert [(p["case"], p["seed"]) for p in result["passk"]] == [
+        (r["case"], r["seed"]) for r in result["runs"] if r["solver"] == "diffusion"]
+    assert all(p["pass@10"] or not p["pass@1"] for p in result["passk"])   # sample 1 of the 10
+    rows = {r["solver"]: r for r in result["summary"]}
+    raw = rows["diffusion"]
+    assert raw["passk_problems"] == 2 and 0.0 <= raw["pass_at_1"] <= raw["pass_at_10"] <= 1.0
+    assert "pass_at_1" not in rows["heuristic"]
+    table = (diffusion_smoke / "results.md").read_text()
+    assert "| diffusion pass@1 | pass@10 |" in table
+    assert f"{100 * raw['pass_at_10']:.0f}% |\n" in table and "| — | — |" in table
+    assert (diffusion_smoke / "results.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_no_passk_option_is_kept_in_the_reproduce_command():
+    cfg = bench.config_from_args(parse("--no-passk", "--solvers", "diffusion", "--out", "x"))
+    assert cfg.passk is False and "--no-passk" in bench.reproduce_command(cfg)
+    assert bench.config_from_args(parse("--out", "x")).passk is True
+
+
 def test_merging_parts_of_different_benchmarks_is_refused(smoke, tmp_path, capsys):
     other = tmp_path / "other"
     assert bench.run_bench(parse("--no-verify", "--no-progress", "--objects", "2", "--problems",
@@ -60,6 +92,7 @@ def test_smoke_run_writes_json_markdown_and_plot(smoke):
     assert all(r["success"] for r in runs if r["solver"] in ("heuristic", "rejection"))
     table = (smoke / "results.md").read_text()
     assert "| heuristic | 3 | 100% (2/2) |" in table and "Reproduce:" in table
+    assert "pass@" not in table and result["passk"] == []   # no diffusion: no pass@k columns
     assert (smoke / "results.png").read_bytes().startswith(PNG_MAGIC)
     assert not [p for p in smoke.iterdir() if p.name.startswith(".")]   # no temp files left
 
