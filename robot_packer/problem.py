@@ -2,94 +2,37 @@
 
 Frames: container placements are ``[x, y, z, yaw]`` in the container frame (origin at the centre of
 the inner floor, z up); current (pick) poses are ``[x, y, z, yaw]`` in the world frame. SI units.
+
+Field-by-field checks of raw scene and plan mappings (the one-line ``SceneError`` messages) live
+in :mod:`robot_packer.validation`; ``SceneError``, ``ID_PATTERN`` and ``parse_yaml`` are
+re-exported here.
 """
 from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
 
+from robot_packer.validation import (_SCENE_KEYS, ID_PATTERN, SceneError, _check_keys, _flag,
+                                     _floats, _gripper_kwargs, _item_kwargs, _number,
+                                     _plan_fields, _read_text, _unless_none, _vector, parse_yaml)
+
 DEFAULT_DENSITY = 300.0  # kg/m^3, used when an object's mass is not given (DESIGN.md §3)
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # use fullmatch: "$" would accept a trailing newline
 REGIONS = ("left", "right", "front", "back", "center")
 PLAN_STATUSES = ("solved", "infeasible", "failed", "timeout")
 DEFAULT_FINGER = (0.02, 0.01, 0.05)  # Franka hand finger: width, thickness, depth (m)
 DEFAULT_MAX_OPENING = 0.08
 
 
-class SceneError(ValueError):
-    """An invalid scene, constraint list or plan; the message names the offending field."""
-
-
 class InfeasibleProblem(Exception):
     """A valid problem that provably has no solution; the message says why."""
-
-
-def _vector(value: Any, n: int, name: str, positive: bool = False) -> np.ndarray:
-    """Return ``value`` as a finite float64 array of shape (n,), or raise naming ``name``."""
-    what = f"{n} positive numbers" if positive else f"{n} finite numbers"
-    if isinstance(value, (str, bytes, bool)) or value is None:
-        raise SceneError(f"{name}: must be {what}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
-        raise SceneError(f"{name}: must be {what}") from None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise SceneError(f"{name}: must be {what}")
-    if any(isinstance(v, bool) for v in np.asarray(value, dtype=object).ravel()):
-        raise SceneError(f"{name}: must be {what}")
-    if isinstance(value, (list, tuple)) and not all(isinstance(v, numbers.Real) for v in value):
-        raise SceneError(f"{name}: must be {what}")  # e.g. quoted "0.1": numpy would coerce it
-    if positive and not np.all(arr > 0):
-        raise SceneError(f"{name}: must be {what}")
-    arr.setflags(write=False)
-    return arr
-
-
-def _number(value: Any, name: str, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SceneError(f"{name}: must be a finite number")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int beyond float range (JSON/YAML allow arbitrary integers)
-        finite = False
-    if not finite:
-        raise SceneError(f"{name}: must be a finite number")
-    if positive and value <= 0:
-        raise SceneError(f"{name}: must be a positive number")
-    if minimum is not None and value < minimum:
-        raise SceneError(f"{name}: must be >= {minimum}")
-    return float(value)
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise SceneError(f"{name}: must be true or false")
-    return value
-
-
-def _show(key: str) -> str:
-    """A key as written in an error message: kept on one line (repr when not printable)."""
-    return key if key.isprintable() else repr(key)
-
-
-def _check_keys(data: Any, allowed: Iterable[str], name: str) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise SceneError(f"{name}: must be a mapping")
-    unknown = sorted(set(map(str, data)) - set(allowed))
-    if unknown:
-        raise SceneError(f"{name}.{_show(unknown[0])}: unknown key "
-                         f"(allowed: {', '.join(sorted(allowed))})")
-    return data
 
 
 @dataclass(frozen=True)
@@ -289,10 +232,6 @@ def parse_constraints(data: Any, ids: set[str] | None = None) -> tuple[Constrain
     return tuple(out)
 
 
-_SCENE_KEYS = ("container", "objects", "constraints", "rules", "gripper")
-_OBJECT_KEYS = ("id", "size", "cloud", "pose", "mass", "fragile", "mesh", "label")
-
-
 def problem_from_dict(data: Any, base_dir: str | Path = ".") -> PackingProblem:
     """Build a validated PackingProblem from a scene mapping (DESIGN.md §4)."""
     data = _check_keys(data, _SCENE_KEYS, "scene")
@@ -307,94 +246,13 @@ def problem_from_dict(data: Any, base_dir: str | Path = ".") -> PackingProblem:
     objs = data["objects"]
     if not isinstance(objs, list) or not objs:
         raise SceneError("objects: must be a non-empty list")
-    items = tuple(_item_from_dict(o, i, Path(base_dir)) for i, o in enumerate(objs))
+    items = tuple(Item(**_item_kwargs(o, i, Path(base_dir))) for i, o in enumerate(objs))
     rules_data = _check_keys(_unless_none(data.get("rules"), {}),
                              ("heavy_below", "gripper_clear", "stable"), "rules")
     rules = Rules(**{k: _flag(v, f"rules.{k}") for k, v in rules_data.items()})
-    gripper = _gripper_from_dict(_unless_none(data.get("gripper"), {}))
+    gripper = Gripper(**_gripper_kwargs(_unless_none(data.get("gripper"), {})))
     constraints = parse_constraints(_unless_none(data.get("constraints"), []))
     return PackingProblem(container, items, constraints, rules, gripper)
-
-
-def _unless_none(value: Any, default: Any) -> Any:
-    """An optional section: absent or empty (``rules:``) means the default; ``0``/``""`` do not."""
-    return default if value is None else value
-
-
-def _gripper_from_dict(g: Any) -> Gripper:
-    g = _check_keys(g, ("type", "max_opening", "finger", "cup_radius"), "gripper")
-    kwargs = dict(g)
-    if "max_opening" in kwargs:
-        kwargs["max_opening"] = _number(kwargs["max_opening"], "gripper.max_opening", positive=True)
-    if "cup_radius" in kwargs:
-        kwargs["cup_radius"] = _number(kwargs["cup_radius"], "gripper.cup_radius", positive=True)
-    return Gripper(**kwargs)
-
-
-def _item_from_dict(o: Any, i: int, base_dir: Path) -> Item:
-    where = f"objects[{i}]"
-    o = _check_keys(o, _OBJECT_KEYS, where)
-    if "id" not in o:
-        raise SceneError(f"{where}.id: missing")
-    oid = o["id"]
-    if not isinstance(oid, str) or not ID_PATTERN.fullmatch(oid):
-        raise SceneError(f"{where}.id: must match [A-Za-z0-9_-]+, got {oid!r}")
-    mass = _number(o["mass"], f"{where}.mass", positive=True) if "mass" in o else None
-    fragile = _flag(o.get("fragile", False), f"{where}.fragile")
-    pose = _vector(o["pose"], 4, f"{where}.pose") if "pose" in o else None
-    mesh = o.get("mesh")
-    if mesh is not None:
-        if not isinstance(mesh, str):
-            raise SceneError(f"{where}.mesh: must be a file path")
-        mesh_path = Path(mesh) if os.path.isabs(mesh) else base_dir / mesh
-        if not mesh_path.is_file():
-            raise SceneError(f"{where}.mesh: file not found: {mesh_path}")
-        mesh = str(mesh_path)
-    if "size" in o and "cloud" in o:
-        raise SceneError(f"{where}: give either size or cloud, not both")
-    if "size" in o:
-        size = _vector(o["size"], 3, f"{where}.size", positive=True)
-        if pose is None:
-            raise SceneError(f"{where}.pose: required when the object has a size "
-                             "(where to pick it)")
-        return Item(oid, size, pose, mass, fragile, mesh=mesh)
-    if "cloud" in o:
-        size, cloud_pose, points = _perceive_cloud_entry(o["cloud"], f"{where}.cloud", base_dir)
-        pose = pose if pose is not None else cloud_pose
-        return Item(oid, size, pose, mass, fragile, points, mesh)
-    raise SceneError(f"{where}: needs either size or cloud")
-
-
-def _perceive_cloud_entry(path: Any, name: str, base_dir: Path):
-    """Load one object's cloud file and fit its box (perception is imported lazily: open3d)."""
-    if not isinstance(path, str):
-        raise SceneError(f"{name}: must be a file path")
-    full = Path(path) if os.path.isabs(path) else base_dir / path
-    from robot_packer import perception
-
-    try:
-        points = perception.load_cloud(full)[:, :3]
-        obj = perception.fit_single_object(points)
-    except (OSError, ValueError) as exc:
-        raise SceneError(f"{name}: {exc}") from None
-    return obj.size, obj.pose, obj.points
-
-
-class _SceneLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the relation ``on`` as True."""
-
-
-_SceneLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_SceneLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"))
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML with 1.2 booleans (``on``/``yes`` stay strings)."""
-    return yaml.load(text, Loader=_SceneLoader)
 
 
 def load_scene(path: str | Path) -> PackingProblem:
@@ -409,16 +267,6 @@ def load_scene(path: str | Path) -> PackingProblem:
     except RecursionError:  # pathologically deep nesting ([[[[...) in a hostile file
         raise SceneError(f"{path}: not valid {kind}: nested too deeply") from None
     return problem_from_dict(data, path.parent)
-
-
-def _read_text(path: Path) -> str:
-    """The file's UTF-8 text, or SceneError naming the file (unreadable, not UTF-8)."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SceneError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise SceneError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def problem_to_dict(problem: PackingProblem) -> dict:
@@ -447,10 +295,6 @@ def problem_to_dict(problem: PackingProblem) -> dict:
                   "gripper_clear": problem.rules.gripper_clear, "stable": problem.rules.stable},
         "gripper": gripper,
     }
-
-
-def _floats(arr: Iterable[float], nd: int = 6) -> list[float]:
-    return [round(float(v), nd) for v in arr]
 
 
 def save_scene(problem: PackingProblem, path: str | Path) -> None:
@@ -525,53 +369,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":
-        keys = ("status", "message", "frame", "solver", "placements", "sizes", "steps",
-                "constraints", "verification")
-        data = _check_keys(data, keys, "plan")
-        for k in keys:
-            if k not in data:
-                raise SceneError(f"plan.{k}: missing")
-        clean = _id_vectors(data["placements"], "placements", 4, "[x, y, z, yaw]")
-        clean_sizes = _id_vectors(data["sizes"], "sizes", 3, "[sx, sy, sz]", positive=True)
-        for name, typ in (("message", str), ("frame", str), ("solver", Mapping),
-                          ("steps", list), ("constraints", list), ("verification", Mapping)):
-            if not isinstance(data[name], typ):
-                raise SceneError(f"plan.{name}: wrong type")
-        if not isinstance(data["status"], str):
-            raise SceneError("plan.status: must be a string")
-        for name in ("solver", "steps", "constraints", "verification"):
-            _no_nan(data[name], f"plan.{name}")
-        return cls(data["status"], data["message"], data["frame"], dict(data["solver"]), clean,
-                   clean_sizes, list(data["steps"]), list(data["constraints"]),
-                   dict(data["verification"]))
-
-
-def _no_nan(value: Any, name: str, depth: int = 0) -> None:
-    """Raise when a free-form plan block holds NaN/inf (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SceneError(f"{name}: must not contain NaN or infinity")
-    if depth > 20:
-        raise SceneError(f"{name}: nested too deeply")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _no_nan(v, f"{name}.{_show(str(k))}", depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _no_nan(v, f"{name}[{i}]", depth + 1)
-
-
-def _id_vectors(mapping: Any, key: str, n: int, what: str, positive: bool = False) -> dict:
-    """A plan's ``id -> n-vector`` table, validated (ids as in scenes, finite numbers)."""
-    if not isinstance(mapping, Mapping):
-        raise SceneError(f"plan.{key}: must be a mapping id -> {what}")
-    for k in mapping:
-        if not isinstance(k, str) or not ID_PATTERN.fullmatch(k):
-            raise SceneError(f"plan.{key}: key {k!r} is not an object id ([A-Za-z0-9_-]+)")
-    out = {k: _floats(_vector(v, n, f"plan.{key}.{k}", positive), 9) for k, v in mapping.items()}
-    for k, v in out.items():  # rounding must not turn a tiny positive size into 0
-        if positive and min(v) <= 0:
-            raise SceneError(f"plan.{key}.{k}: must be {n} positive numbers (>= 1e-9 m)")
-    return out
+        return cls(*_plan_fields(data))
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
