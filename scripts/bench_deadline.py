@@ -131,13 +131,17 @@ def contract(plan, elapsed: float, budget: float) -> list[str]:
 
 
 def label(plan: dict) -> str:
-    """Status with how ``solved`` was verified: +verified, /verify-failed, /unverified."""
+    """Status with how ``solved`` was verified: +verified, /verify-failed, /verify-stopped (at
+    the deadline), /unverified."""
     v = plan["verification"]
     if plan["status"] != "solved":
         return plan["status"]
     if v.get("passed"):
         return "solved+verified"
-    return "solved/verify-failed" if v.get("simulator") == "pybullet" else "solved/unverified"
+    if v.get("simulator") != "pybullet":
+        return "solved/unverified"
+    stopped = any("stopped at the time budget" in r for r in v.get("reasons", []))
+    return "solved/verify-stopped" if stopped else "solved/verify-failed"
 
 
 def run_one(problem, config, solver, step: float) -> dict:

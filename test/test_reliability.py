@@ -2,6 +2,7 @@
 simulator faults. See docs/reliability.md for the measured numbers."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -178,7 +179,8 @@ class StubSolver:
 @pytest.fixture
 def clocked(monkeypatch):
     """A known-solvable problem and its solution, the pipeline on a fake clock, and a fake
-    PyBullet verification that takes ``verify_s`` (fake) seconds and fails (list of start times)."""
+    PyBullet verification that takes ``verify_s`` (fake) seconds and fails (list of start times);
+    like the real one, it stops at the deadline it is given."""
     from robot_packer import datagen
     from robot_packer.solver import pipeline
 
@@ -187,11 +189,14 @@ def clocked(monkeypatch):
     monkeypatch.setattr(pipeline, "time", clock)
     starts = []
 
-    def fake_verify(problem, plan):
+    def fake_verify(problem, plan, deadline=None):
         starts.append(clock.now)
         clock.now += fake_verify.verify_s
+        reason = "fake: settles apart"
+        if deadline is not None and clock.now > deadline:
+            clock.now, reason = deadline + 0.001, "verification stopped at the time budget"
         return {**plan.verification, "simulator": "pybullet", "passed": False,
-                "reasons": ["fake: settles apart"]}
+                "reasons": [reason]}
 
     fake_verify.verify_s = 0.3
     monkeypatch.setattr(pipeline, "verify", fake_verify)
@@ -208,16 +213,35 @@ def test_solver_gets_the_budget_less_the_verification_reserve(clocked):
     assert starts == [pytest.approx(100.0 + (1 - VERIFY_RESERVE) * 2.0)]
 
 
-def test_no_verification_starts_after_the_deadline(clocked):
-    """Exact-feasible candidates whose verification fails: each takes 0.3 (fake) s, the solver
-    returned at 0.8 of a 1 s budget; the second starts at 1.1 s, past the deadline: never."""
+def test_verification_is_stopped_at_the_deadline_and_none_starts_after_it(clocked):
+    """Exact-feasible candidates whose verification would take 0.3 (fake) s, the solver returned
+    at 0.8 of a 1 s budget: the first verification is stopped at the deadline, no second starts,
+    and the plan says the budget ran out, not verified."""
     problem, solution, clock, starts, _ = clocked
     stub = StubSolver(clock, np.repeat(solution[None], 4, 0), np.zeros(4), False, lambda d: d)
     config = SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0, verify_top_k=4)
     plan = solve(problem, config, stub)
-    assert len(starts) == 1 and starts[0] <= 100.0 + 1.0
+    assert starts == [pytest.approx(100.8)]
+    assert plan.solver["time_s"] == pytest.approx(1.0, abs=0.01)
     assert plan.status == "solved" and not plan.verified
-    assert plan.verification["passed"] is False and "verification failed for 1" in plan.message
+    assert plan.verification["passed"] is False
+    assert "did not pass before the time budget ran out" in plan.message
+    assert "not verified" in plan.message and "stopped at the time budget" in plan.message
+
+
+def test_no_later_verification_starts_with_clearly_too_little_time_left(clocked):
+    """The first verification took 0.15 (fake) s and failed at 0.95 s of a 1 s budget: 0.05 s
+    left is under VERIFY_SKIP_SHARE of 0.15 s, so the second is not started."""
+    from robot_packer.solver.pipeline import VERIFY_SKIP_SHARE
+
+    problem, solution, clock, starts, fake_verify = clocked
+    fake_verify.verify_s = 0.15
+    assert 0.05 < VERIFY_SKIP_SHARE * 0.15
+    stub = StubSolver(clock, np.repeat(solution[None], 4, 0), np.zeros(4), False, lambda d: d)
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0,
+                                       verify_top_k=4), stub)
+    assert starts == [pytest.approx(100.8)] and not plan.verified
+    assert "verification failed for 1 candidate" in plan.message
 
 
 def test_quick_verifications_all_run_before_the_deadline(clocked):
@@ -416,6 +440,60 @@ def test_nan_placements_in_a_plan_are_refused_or_failed():
         assert "placements" in str(exc)
     else:
         assert result["passed"] is False and result["reasons"]
+
+
+def _connected_clients() -> int:
+    """Open PyBullet clients in this process (every slot the extension allows)."""
+    from robot_packer.sim._bullet import p
+
+    return sum(p.getConnectionInfo(physicsClientId=i)["isConnected"] for i in range(64))
+
+
+APART = np.array([[-0.1, -0.06, 0.05, 0.0], [0.1, 0.06, 0.05, 0.0]])
+
+
+def test_verification_with_a_passed_deadline_fails_with_a_reason():
+    """A deadline already past: not passed, says why, the §6 block keys, valid in a plan."""
+    from robot_packer.problem import unverified
+
+    verify_plan = _sim_verify()
+    before = _connected_clients()
+    result = verify_plan(TWO, APART, deadline=time.monotonic() - 1.0)
+    assert result["passed"] is False and result["simulator"] == "pybullet"
+    assert any("verification stopped at the time budget" in r for r in result["reasons"])
+    assert set(result) == set(unverified()) | {"reasons"}
+    assert _connected_clients() == before
+    plan = Plan("solved", placements={"a": APART[0].tolist(), "b": APART[1].tolist()},
+                verification=result)
+    assert not Plan.from_dict(json.loads(plan.to_json())).verified
+
+
+@pytest.mark.parametrize("ticks, words", [(3.5, "of settling simulated"),
+                                          (11.5, "reach checked for 1 of 2 objects")])
+def test_verification_stopped_mid_simulation_closes_its_client(monkeypatch, ticks, words):
+    """A clock that moves one (fake) second per look: the deadline passes while settling, or
+    while checking reach (one look before the world, 8 while settling 2 s, one before the robot,
+    one per object); the simulation stops, its client is closed, the next verification works."""
+    from robot_packer.sim import verify
+
+    class Ticking:
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    before = _connected_clients()
+    monkeypatch.setattr(verify, "time", Ticking())
+    result = verify.verify_plan(TWO, APART, deadline=ticks)
+    assert result["passed"] is False
+    assert any("stopped at the time budget" in r and words in r for r in result["reasons"]), \
+        result["reasons"]
+    assert _connected_clients() == before
+    monkeypatch.undo()
+    full = verify.verify_plan(TWO, APART, deadline=time.monotonic() + 3600.0)
+    assert full["max_drift_m"] is not None and full["reachable"] is not None
+    assert not any("stopped" in r for r in full["reasons"])
 
 
 def test_verification_still_works_after_faults():

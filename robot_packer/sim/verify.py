@@ -5,10 +5,12 @@ lets the packing settle (friction 0.6, ``TOL.settle_time_s``), re-checks the exa
 the settled state, checks gripper clearance in plan order, and checks that a Franka Panda reaches
 every pick and place pose (IK within 1 cm / 5 deg, joint limits) without the arm hitting the
 container or objects already placed. Physics trouble never escapes as an exception: it fails the
-verification with a reason.
+verification with a reason. Given a ``deadline`` it stops when that passes (checked every 60
+settling steps and before each object's reach check) and fails with a reason saying how far it got.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -32,9 +34,20 @@ class VerifySettings:
     arm_collisions: bool = True      # reachable also needs the arm clear of walls/placed objects
 
 
+class _OutOfTime(Exception):
+    """The deadline passed during verification; the message says how far it got."""
+
+
+def _on_time(deadline: float | None, progress: str) -> None:
+    """Raise :class:`_OutOfTime` (message ``progress``) once ``time.monotonic()`` > ``deadline``."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise _OutOfTime(progress)
+
+
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
-                settings: VerifySettings = VerifySettings()) -> dict:
+                settings: VerifySettings = VerifySettings(), deadline: float | None = None
+                ) -> dict:
     """Verify placements in PyBullet.
 
     Args:
@@ -45,10 +58,14 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
             :func:`robot_packer.constraints.placement_order`.
         settle_s: simulated settling time (s).
         settings: thresholds and physics settings.
+        deadline: ``time.monotonic()`` value; once it passes, the simulation stops (its client
+            closed) and the verification fails with the reason "verification stopped at the
+            time budget (...)". None: no limit.
 
     Returns:
         ``{"simulator": "pybullet", "passed", "max_drift_m", "max_penetration_m", "reachable",
-        "gripper_clear", "reasons": [str, ...]}``.
+        "gripper_clear", "reasons": [str, ...]}``; values not reached before the deadline stay
+        None.
 
     Raises:
         SceneError: the plan lacks a placement for some object, has a malformed step, or the
@@ -66,8 +83,9 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
     if grip > 0.0:
         reasons.append(f"gripper_clear: fingers hit walls or placed objects by "
                        f"{grip * 1000:.1f} mm in plan order")
-    physics_ok = False
+    physics_ok = stopped = False
     try:
+        _on_time(deadline, "before the simulation started")
         with SimWorld(problem, poses, frame="container", robot=False, visuals=False,
                       settings=settings.sim) as world:
             pen = max_penetration(world)
@@ -75,20 +93,25 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
             if pen > settings.penetration_tol:
                 reasons.append(f"penetration: objects interpenetrate by {pen * 1000:.1f} mm "
                                f"before settling (limit {settings.penetration_tol * 1000:.1f} mm)")
-            settled, still = _settle(world, settle_s, settings, out, reasons)
+            settled, still = _settle(world, settle_s, settings, out, reasons, deadline)
             if settled is not None:
                 after_ok = _exact(problem, settled, order, "after settling", reasons,
                                   slack=TOL.settle_slack)
                 physics_ok = (after_ok and pen <= settings.penetration_tol
                               and (still or not problem.rules.stable))
+            _on_time(deadline, f"settling done, reach checked for 0 of {len(steps)} objects")
             world.set_object_poses(poses, "container")
             world.add_robot()
             out["reachable"] = check_reach(world, steps, settings.ik, reasons,
-                                           settings.arm_collisions)
+                                           settings.arm_collisions, deadline)
+    except _OutOfTime as exc:  # the with block has closed the client
+        stopped = True
+        reasons.append(f"verification stopped at the time budget ({exc})")
     except Exception as exc:  # pybullet.error and numerical failures: report, never raise
         reasons.append(f"simulation error: {type(exc).__name__}: {exc}")
     grip_ok = out["gripper_clear"] or not problem.rules.gripper_clear
-    out["passed"] = bool(exact_ok and physics_ok and grip_ok and out["reachable"])
+    out["passed"] = bool(not stopped and exact_ok and physics_ok and grip_ok
+                         and out["reachable"])
     out["reasons"] = reasons
     return out
 
@@ -186,11 +209,12 @@ def max_penetration(world: SimWorld) -> float:
 
 
 def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dict,
-            reasons: list[str]) -> tuple[np.ndarray | None, bool]:
+            reasons: list[str], deadline: float | None = None) -> tuple[np.ndarray | None, bool]:
     """Step ``settle_s`` and fill max_drift_m.
 
     Returns the settled container-frame poses (None if the simulation diverged) and whether
-    every object stayed within the drift and rotation limits.
+    every object stayed within the drift and rotation limits. Raises :class:`_OutOfTime` once
+    ``deadline`` (monotonic s) passes, checked every 60 steps.
     """
     start = world.object_poses()
     q0 = world.object_quaternions()
@@ -206,6 +230,8 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
                                f"{settings.flyoff} m or became NaN)")
                 out["max_drift_m"] = None if not np.all(np.isfinite(moved)) else float(moved.max())
                 return None, False
+            _on_time(deadline, f"{(k + 1) * settings.sim.timestep:.2f} of {settle_s:.2f} s "
+                               f"of settling simulated")
     end, q1 = world.object_poses(), world.object_quaternions()
     drift = np.linalg.norm(end[:, :3] - start[:, :3], axis=1)
     rot = np.degrees([quat_angle(a, b) for a, b in zip(q0, q1)])
@@ -226,13 +252,17 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
 
 
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
-                arm_collisions: bool = True) -> bool:
-    """IK at every pick and place pose; arm clear of the container and earlier objects at place."""
+                arm_collisions: bool = True, deadline: float | None = None) -> bool:
+    """IK at every pick and place pose; arm clear of the container and earlier objects at place.
+
+    Raises :class:`_OutOfTime` when ``deadline`` (monotonic s) has passed before an object.
+    """
     panda = Panda(world.client, world.robot_id)
     problem = world.problem
     ok = True
     placed: list[int] = []
-    for st in steps:
+    for k, st in enumerate(steps):
+        _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
         i = problem.index(st["object"])
         for key in ("pick", "place"):
             if key not in st:

@@ -10,6 +10,8 @@ from robot_packer.solver.base import Solver, SolverConfig, make_solver, resolve_
 from robot_packer.solver.feasibility import infeasibility_reason
 
 VERIFY_RESERVE = 0.2  # share of the time budget kept for the exact check and PyBullet verification
+VERIFY_SKIP_SHARE = 0.5  # no later verification starts with less time left than this share of
+#                          the previous one's duration (it would be stopped at the deadline)
 
 
 def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
@@ -34,9 +36,12 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
 
 
 def _best_plan(problem, config, cands, info, deadline) -> Plan:
-    """First candidate (in rank order) passing the exact check and, if asked, verification."""
+    """First candidate (in rank order) passing the exact check and, if asked, verification.
+
+    Verification stops at the deadline; a plan whose verification was stopped is not verified.
+    """
     best = None
-    verified_tries = 0
+    verified_tries, took, late = 0, 0.0, False
     for k, poses in enumerate(cands.poses):
         if k and time.monotonic() > deadline:
             break
@@ -49,22 +54,30 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
         plan = _plan(problem, "solved", "", info, poses, results, order)
         if not config.verify:
             return plan
-        if time.monotonic() > deadline:
+        started = time.monotonic()
+        if started > deadline:
             if not verified_tries:
                 plan.message = "time budget spent before simulation verification: not verified"
                 return plan
             break
-        plan.verification = verify(problem, plan)
+        if verified_tries and deadline - started < VERIFY_SKIP_SHARE * took:
+            break
+        plan.verification = verify(problem, plan, deadline)
         verified_tries += 1
         if plan.verification["passed"]:
             return plan
-        last_failed = plan
-        if verified_tries >= config.verify_top_k:
+        last_failed, took = plan, time.monotonic() - started
+        late = started + took > deadline  # stopped at the deadline, or failed just after it
+        if late or verified_tries >= config.verify_top_k:
             break
     if verified_tries:
         reasons = "; ".join(last_failed.verification.get("reasons", [])) or "see verification"
-        last_failed.message = (f"exact constraints hold but simulation verification failed for "
-                               f"{verified_tries} candidate(s): {reasons}")
+        last_failed.message = (
+            f"exact constraints hold but simulation verification did not pass before the time "
+            f"budget ran out ({verified_tries} candidate(s) tried): not verified: {reasons}"
+            if late else
+            f"exact constraints hold but simulation verification failed for {verified_tries} "
+            f"candidate(s): {reasons}")
         return last_failed
     if best is None:
         status = "timeout" if cands.timed_out else "failed"
@@ -99,11 +112,12 @@ def _plan(problem, status, message, info, poses, results, order) -> Plan:
                 steps=steps, constraints=listed, verification=unverified())
 
 
-def verify(problem: PackingProblem, plan: Plan) -> dict:
-    """PyBullet verification block of a plan (imported lazily: only sim/ imports pybullet)."""
+def verify(problem: PackingProblem, plan: Plan, deadline: float | None = None) -> dict:
+    """PyBullet verification block of a plan, stopped at ``deadline`` (``time.monotonic()``)
+    (imported lazily: only sim/ imports pybullet)."""
     from robot_packer.sim.verify import verify_plan
 
-    return verify_plan(problem, plan)
+    return verify_plan(problem, plan, deadline=deadline)
 
 
 def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:
