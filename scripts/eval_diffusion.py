@@ -24,8 +24,8 @@ from robot_packer.solver.diffusion.solver import DiffusionSolver
 from robot_packer.solver.pipeline import solve
 
 TEST_SEED_BASE = 10_000_000
-VARIANTS = {"diffusion+refine": {}, "diffusion alone": {"refine_steps": 0},
-            "refine from random": {"init": "random"}}
+VARIANTS = {"diffusion+refine": {}, "diffusion+refine, fresh restarts": {"restart": "fresh"},
+            "diffusion alone": {"refine_steps": 0}, "refine from random": {"init": "random"}}
 
 
 def problems(n: int, count: int) -> list:

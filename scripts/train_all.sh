@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 NPROC=${NPROC:-1}
 for domain in pack3d; do
-  args=(--domain "$domain" --steps 12000 --batch 96 --data-size 30000 --threads 1
+  args=(--domain "$domain" --steps 30000 --batch 96 --data-size 30000 --data-processes 2
+        --threads 1 --seed 0
         --out "models/$domain.pt" "$@")
   if [ "$NPROC" -gt 1 ]; then
     "$PY" -m torch.distributed.run --nproc_per_node="$NPROC" -m robot_packer.solver.diffusion.train "${args[@]}"
