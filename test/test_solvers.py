@@ -142,3 +142,27 @@ def test_cem_solves_the_stacking_scene():
     assert plan.status == "solved", plan.message
     order = step_order(problem, plan.steps)
     assert C.all_satisfied(C.check(problem, plan.poses(problem.ids), order))
+
+
+def test_portfolio_waits_for_a_second_exact_solution(monkeypatch, easy):
+    """The first exact answer may still fail PyBullet: the race goes on until two members have
+    one, and both reach the pipeline (fast member's first)."""
+    from robot_packer.solver import Candidates, portfolio
+
+    def stub(delay, shift):
+        class Stub:
+            def __init__(self, config):
+                pass
+
+            def propose(self, problem, config, deadline):
+                time.sleep(delay)
+                poses = np.zeros((1, len(problem.items), 4)) + shift
+                return Candidates(poses, np.zeros(1), 1, False)
+        return Stub
+
+    monkeypatch.setitem(SOLVERS, "stub_fast", stub(0.0, 1.0))
+    monkeypatch.setitem(SOLVERS, "stub_slow", stub(0.3, 2.0))
+    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0,
+                          options={"members": ["stub_fast", "stub_slow"]})
+    cands = portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
+    assert [float(p[0, 0]) for p in cands.poses] == [1.0, 2.0]

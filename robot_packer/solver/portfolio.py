@@ -2,9 +2,11 @@
 
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
 run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
-and a Python heuristic genuinely overlap. As soon as one member returns a candidate with zero
-violation the race ends; otherwise every member's candidates are merged and re-ranked, so the
-portfolio is never worse than its best member that answers in time. Members honour the deadline
+and a Python heuristic genuinely overlap. The race ends as soon as ``FEASIBLE_MEMBERS`` members
+(or all, if fewer) have returned a candidate with zero violation — not at the first: an exact
+solution can still fail PyBullet verification, and the pipeline then verifies the next member's
+solution instead of returning a failure. Every member's candidates are merged and re-ranked, so
+the portfolio is never worse than its best member that answers in time. Members honour the deadline
 themselves, up to one of their steps late; the race waits for a late one at most
 ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on without its
 candidates (its thread finishes in the background).
@@ -24,6 +26,7 @@ from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked,
 DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
 MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one step late; the race
 MEMBER_GRACE_SHARE = 0.1  # waits that long for them, but never more than this share of the budget
+FEASIBLE_MEMBERS = 2      # the race ends once this many members have an exact solution
 
 
 @register_solver("portfolio")
@@ -61,7 +64,8 @@ class PortfolioSolver:
                     break
                 for fut in done:
                     results.append(fut.result())
-                if any(r.violations.size and r.violations[0] <= 0.0 for r in results):
+                solved = sum(bool(r.violations.size and r.violations[0] <= 0.0) for r in results)
+                if solved >= min(FEASIBLE_MEMBERS, len(futures)):
                     break
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
