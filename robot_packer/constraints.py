@@ -17,7 +17,7 @@ The batched box geometry (footprints, separations, gaps, gripper boxes), :data:`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -169,7 +169,11 @@ def _stable(poses, geom, args):
     p, s = _gather(poses, geom, args[:, 0])                       # (B, E, 4)
     floor = torch.relu(_bottom(p, s).abs() - TOL.on_gap)
     gap = (_bottom(p, s)[..., :, None] - _top(poses, geom.sizes)[..., None, :]).abs()  # (B, E, n)
-    out = point_outside(p[..., :, None, :2], poses[:, None], geom.sizes)
+    inner = geom.sizes
+    if geom.support_margin > 0:                       # shrink the supports' footprints
+        inner = geom.sizes.clone()
+        inner[:, :2] = (inner[:, :2] - 2 * geom.support_margin).clamp_min(1e-3)
+    out = point_outside(p[..., :, None, :2], poses[:, None], inner)
     on_obj = torch.relu(gap - TOL.on_gap) + out
     self_mask = args[:, 0][:, None] == torch.arange(poses.shape[1], device=poses.device)[None]
     on_obj = on_obj.masked_fill(self_mask, float("inf"))
@@ -239,8 +243,12 @@ class CompiledProblem:
 
 
 def compile_problem(problem: PackingProblem, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> CompiledProblem:
-    """Listed relations, implied in/cfree, and the enabled rules as index tables."""
+                    dtype: torch.dtype = torch.float32,
+                    support_margin: float = 0.0) -> CompiledProblem:
+    """Listed relations, implied in/cfree, and the enabled rules as index tables.
+
+    ``support_margin`` > 0 makes ``stable`` stricter (the centre that far inside its support):
+    a refinement target for physically robust stacks; exact checks use 0."""
     ids = {item.id: i for i, item in enumerate(problem.items)}
     n = len(ids)
     pairs = [[i, j] for i in range(n) for j in range(i + 1, n)]
@@ -260,7 +268,8 @@ def compile_problem(problem: PackingProblem, device: str | torch.device = "cpu",
         rows["gripper_clear"] = rows["cfree"]
     edges = {k: torch.tensor(v, dtype=torch.long, device=device).reshape(len(v), REGISTRY[k].arity)
              for k, v in rows.items()}
-    return CompiledProblem(Geometry.from_problem(problem, device, dtype), edges, n)
+    geom = replace(Geometry.from_problem(problem, device, dtype), support_margin=support_margin)
+    return CompiledProblem(geom, edges, n)
 
 
 # ---------------------------------------------------------------- exact checking

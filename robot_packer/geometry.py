@@ -57,6 +57,8 @@ class Geometry:
     max_opening: float = 0.08
     finger: tuple[float, float, float] = (0.02, 0.01, 0.05)
     cup_radius: float = 0.02
+    support_margin: float = 0.0   # stable: the centre at least this far inside its support's
+    #                               footprint (refinement targets; the exact checker uses 0)
 
     @classmethod
     def from_problem(cls, problem: PackingProblem, device: str | torch.device = "cpu",

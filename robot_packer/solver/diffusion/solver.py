@@ -10,7 +10,9 @@ nearest quarter turn), ``domain`` (``pack3d``),
 violate something in the best candidates so far, the others held — RePaint-style conditioning
 on the composed model; ``fresh``: every round samples all objects anew),
 ``settle`` (default true: zero-violation candidates are exact-checked dropped onto their
-supports first), ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
+supports first), ``support_margin`` (default 0.01 m: the refinement asks every stacked centre to
+be that far inside its support, a robustness margin the exact checker does not require),
+``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class DiffusionOptions:
     init: str = "diffusion"       # "random": uniform starts instead of samples (ablation)
     restart: str = "inpaint"      # "fresh": every round samples every object anew
     settle: bool = True           # exact-check candidates dropped onto their supports first
+    support_margin: float = 0.01  # refine towards centres this far inside their supports (m)
 
     @classmethod
     def from_dict(cls, options: dict) -> "DiffusionOptions":
@@ -104,7 +107,8 @@ class DiffusionSolver:
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         _, gen = seeded_generators(config, torch.device("cpu"))   # CPU noise: same on CUDA
         graph = build_graph(problem, self.device)
-        compiled = compile_problem(problem, self.device)
+        compiled = compile_problem(problem, self.device,
+                                   support_margin=self.options.support_margin)
         max_rounds = int(config.options.get("max_rounds", 1000))
         found, vals, samples, timed_out = [], [], 0, False
         for r in range(max_rounds):       # smart restarts: new batches while time remains
