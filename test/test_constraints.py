@@ -340,3 +340,17 @@ def test_total_is_zero_exactly_on_a_checked_solution():
     (grad,) = torch.autograd.grad(v.sum(), p)
     assert torch.isfinite(grad).all() and grad[0, 0, 0] > 0   # pushes it back in
     assert "in o0" in C.describe_failures(C.check(problem, moved))
+
+
+def test_support_margin_asks_the_centre_well_inside_its_support():
+    items = [Item("base", np.array([0.2, 0.2, 0.05]), mass=1.0),
+             Item("top", np.array([0.1, 0.1, 0.05]), mass=0.5)]
+    problem = PackingProblem(Container(np.array([0.4, 0.3, 0.2])), items,
+                             rules=Rules(stable=True, gripper_clear=False))
+    # top's centre 5 mm inside the base's edge (x = 0.095), resting on it
+    poses = torch.tensor([[[0.0, 0.0, 0.025, 0.0], [0.095, 0.0, 0.075, 0.0]]], dtype=torch.float64)
+    exact = C.compile_problem(problem, dtype=torch.float64)
+    robust = C.compile_problem(problem, dtype=torch.float64, support_margin=0.01)
+    assert float(exact.violations(poses)["stable"].sum()) == 0.0
+    assert float(robust.violations(poses)["stable"].sum()) == pytest.approx(0.005, abs=1e-6)
+    assert C.all_satisfied(C.check(problem, poses[0].numpy()))   # the exact check keeps 0
