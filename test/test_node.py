@@ -182,16 +182,22 @@ def good_msg(seed=0):
 
 
 def solve_good(ros):
-    """Send the good cloud and constraints; the first ``solved`` status after them.
+    """Send the good cloud and constraints; the ``solved`` status of the solve that used both.
 
-    A ``failed`` status may come first when the cloud lands before the new constraints (the
-    node then re-solves when they arrive), so wait for the solve, not for the first outcome.
+    The cloud may land before the new constraints (the node then solves it without them and
+    re-solves when they arrive), so wait for that solve, not for the first outcome.
     """
+    n_plan = ros.count("plan")
     start = ros.send(good_msg(), GOOD_CONSTRAINTS)
 
     def solved(got):
+        # the two topics have no common order: a solve of the cloud alone may come first (and
+        # succeed); wait for the plan that carries the constraint, then for its status
+        plans = [json.loads(m.data) for _, m in got["plan"][n_plan:]]
+        if not any(c["constraint"][0] == "left_of" for p in plans for c in p["constraints"]):
+            return None
         states = [json.loads(m.data) for _, m in got["status"][start:]]
-        return next((s for s in states if s["state"] == "solved"), None)
+        return states[-1] if states and states[-1]["state"] == "solved" else None
     return ros.wait(solved, 40.0, "a solved status for the good input")
 
 
