@@ -387,18 +387,30 @@ def placement_order(problem: PackingProblem, poses: np.ndarray) -> list[int]:
     poses = np.asarray(poses, dtype=np.float64)
     rest = support_matrix(problem, poses)
     _, hits = _finger_tables(problem, poses)
-    before = (hits > 0.0) | rest.T                      # [a, b]: a must be placed before b
     tops = np.round(poses[:, 2] + problem.sizes[:, 2] / 2, 3)
     area = problem.sizes[:, 0] * problem.sizes[:, 1]
-    key = {i: (tops[i], -area[i], i) for i in range(len(poses))}
-    order: list[int] = []
-    left = list(range(len(poses)))
+    key = [(tops[i], -area[i], i) for i in range(len(poses))]
+    order, _ = topological_order((hits > 0.0) | rest.T, key, fallback=rest.T)
+    return order
+
+
+def topological_order(before: np.ndarray, key: Sequence, fallback: np.ndarray | None = None
+                      ) -> tuple[list[int], list[int]]:
+    """Kahn's sort of the precedences ``before`` (n, n) (``[a, b]``: a is placed before b),
+    the lowest ``key[i]`` first among the ready (ties: lower index).
+
+    When the precedences have a cycle, the sort goes on with the ``fallback`` precedences
+    (or, failing those too, any object); without a fallback it stops there. Returns the order
+    and the objects left unsorted (empty unless it stopped at a cycle)."""
+    left, order = list(range(len(key))), []
     while left:
         ready = [i for i in left if not before[left, i].any()]
-        ready = ready or [i for i in left if not rest.T[left, i].any()] or left
+        if not ready and fallback is None:
+            break
+        ready = ready or [i for i in left if not fallback[left, i].any()] or left
         order.append(min(ready, key=key.__getitem__))
         left.remove(order[-1])
-    return order
+    return order, left
 
 
 def describe_failures(results: Sequence[CheckResult], limit: int = 3) -> str:

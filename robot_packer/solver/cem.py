@@ -182,25 +182,12 @@ def placing_orders(geom: C.Geometry, poses: torch.Tensor) -> tuple[np.ndarray, n
     orders = np.full((b, n), -1, dtype=np.int64)
     penalty = np.zeros(b)
     for k in range(b):
-        order, left = _topological(before[k], np.round(tops[k], 3) - 1e-6 * area)
+        order, left = C.topological_order(before[k], np.round(tops[k], 3) - 1e-6 * area)
         if left:
             penalty[k] = NEAR_ZERO + hits[k][np.ix_(left, left)].sum()
         else:
             orders[k] = order
     return orders, penalty
-
-
-def _topological(before: np.ndarray, key: np.ndarray) -> tuple[list[int], list[int]]:
-    """Kahn's sort of ``before`` (n, n) (``[a, b]``: a precedes b), lowest ``key`` first among
-    the ready: (the order, []) or, when the precedences have a cycle, (a prefix, the rest)."""
-    left, order = list(range(len(key))), []
-    while left:
-        ready = [i for i in left if not before[left, i].any()]
-        if not ready:
-            break
-        order.append(min(ready, key=lambda i: key[i]))
-        left.remove(order[-1])
-    return order, left
 
 
 @register_solver("cem")
