@@ -86,7 +86,8 @@ def unsolvable_but_not_provably():
 
 def cem_step_seconds(problem, config) -> float:
     """Wall time of one cem generation (refine + project + score), the sampler's step."""
-    from robot_packer.solver.cem import project, random_poses
+    from robot_packer.solver.cem import random_poses
+    from robot_packer.solver.refine import project
     from robot_packer.solver.refine import refine
 
     solver = make_solver(config)

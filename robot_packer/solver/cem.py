@@ -32,11 +32,10 @@ from robot_packer import constraints as C
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
-from robot_packer.solver.refine import refine
+from robot_packer.solver.refine import project, refine
 
 EXACT_CHECKS_PER_GENERATION = 4
 NEAR_ZERO = 1e-5  # float32 total (m) under which a candidate is worth an exact check
-DROP_LEVEL_STRIDE = 100.0  # m: larger than any container, so a drop level outranks a height
 
 
 def random_poses(problem: PackingProblem, batch: int, gen: torch.Generator,
@@ -80,39 +79,6 @@ def drop_levels(problem: PackingProblem) -> np.ndarray | None:
     masses = problem.masses if problem.rules.heavy_below else np.zeros(len(problem.items))
     rank = np.unique(-masses, return_inverse=True)[1].reshape(-1)
     return rank + (rank.max() + 1) * problem.fragile
-
-
-@torch.no_grad()
-def project(poses: torch.Tensor, sizes: torch.Tensor, snap_deg: float,
-            levels: torch.Tensor | None = None) -> torch.Tensor:
-    """Snap near-right-angle yaws, then drop every object to its resting height.
-
-    Objects drop by ``levels`` (see :func:`drop_levels`; none: all equal), lowest bottom first
-    within a level.
-    """
-    p = poses.clone()
-    quarter = torch.round(p[..., 3] / (math.pi / 2)) * (math.pi / 2)
-    near = (p[..., 3] - quarter).abs() <= math.radians(snap_deg)
-    p[..., 3] = torch.where(near, quarter, p[..., 3])
-    b, n = p.shape[:2]
-    rows = torch.arange(b, device=p.device)
-    key = p[..., 2] - 0.5 * sizes[:, 2]
-    if levels is not None:
-        key = key + DROP_LEVEL_STRIDE * levels
-    order = torch.argsort(key, dim=1)
-    placed = torch.zeros(b, n, dtype=torch.bool, device=p.device)
-    s_all = sizes.expand(b, n, 3)
-    for k in range(n):
-        i = order[:, k]
-        pi = p[rows, i]
-        sep = C.sat_separation(pi[:, None].expand(b, n, 4), sizes[i][:, None].expand(b, n, 3),
-                               p, s_all)
-        tops = p[..., 2] + 0.5 * sizes[:, 2]
-        under = placed & (sep < -C.TOL.slack)
-        floor = torch.where(under, tops, torch.zeros_like(tops)).max(-1).values
-        p[rows, i, 2] = floor + 0.5 * sizes[i, 2]
-        placed[rows, i] = True
-    return p
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ Shared by the diffusion solver and the ``cem`` baseline::
 Adam (written out) descends ``CompiledProblem.total`` (metres) for every candidate of the batch at
 once (the candidates do not interact: the loss is their sum and Adam is elementwise), with a
 cosine-decayed step size, positions kept inside the container and the lowest-violation iterate of
-each candidate returned (not merely the last one).
+each candidate returned (not merely the last one). ``project`` drops candidates onto their
+supports (cem's projection, and the diffusion solver's settled exact check).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from robot_packer import constraints as C
 from robot_packer.constraints import CompiledProblem
 
 
 ADAM_BETAS = (0.9, 0.999)
+DROP_LEVEL_STRIDE = 100.0  # m: larger than any container, so a drop level outranks a height
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,36 @@ def _bounds(box_size, x: torch.Tensor):
     lo = torch.stack([-b[0] / 2, -b[1] / 2, torch.zeros_like(b[0])])
     hi = torch.stack([b[0] / 2, b[1] / 2, b[2]])
     return lo, hi
+
+
+@torch.no_grad()
+def project(poses: torch.Tensor, sizes: torch.Tensor, snap_deg: float,
+            levels: torch.Tensor | None = None) -> torch.Tensor:
+    """Snap near-right-angle yaws, then drop every object to its resting height.
+
+    Objects drop by ``levels`` (e.g. ``cem.drop_levels``; none: all equal), lowest bottom first
+    within a level.
+    """
+    p = poses.clone()
+    quarter = torch.round(p[..., 3] / (math.pi / 2)) * (math.pi / 2)
+    near = (p[..., 3] - quarter).abs() <= math.radians(snap_deg)
+    p[..., 3] = torch.where(near, quarter, p[..., 3])
+    b, n = p.shape[:2]
+    rows = torch.arange(b, device=p.device)
+    key = p[..., 2] - 0.5 * sizes[:, 2]
+    if levels is not None:
+        key = key + DROP_LEVEL_STRIDE * levels
+    order = torch.argsort(key, dim=1)
+    placed = torch.zeros(b, n, dtype=torch.bool, device=p.device)
+    s_all = sizes.expand(b, n, 3)
+    for k in range(n):
+        i = order[:, k]
+        pi = p[rows, i]
+        sep = C.sat_separation(pi[:, None].expand(b, n, 4), sizes[i][:, None].expand(b, n, 3),
+                               p, s_all)
+        tops = p[..., 2] + 0.5 * sizes[:, 2]
+        under = placed & (sep < -C.TOL.slack)
+        floor = torch.where(under, tops, torch.zeros_like(tops)).max(-1).values
+        p[rows, i, 2] = floor + 0.5 * sizes[i, 2]
+        placed[rows, i] = True
+    return p

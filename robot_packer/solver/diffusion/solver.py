@@ -28,12 +28,11 @@ from robot_packer.constraints import all_satisfied, check, compile_problem
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
-from robot_packer.solver.cem import project
 from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
-from robot_packer.solver.refine import refine
+from robot_packer.solver.refine import project, refine
 
 
 SAMPLE_SHARE = 0.4   # at most this share of the time left goes to reverse diffusion
