@@ -35,7 +35,14 @@ SMOKE = {"objects": "3", "problems": 2}
 # "3D packing with robot" task, read off the figure as quoted in issue 6: raw-sample pass@1 and
 # pass@10 in %, per object count.
 PAPER_PASSK = {"pack3d": {"n": (3, 4, 5, 6), "pass@1": (65, 50, 33, 17),
-                          "pass@10": (97, 95, 87, 76)}}
+                          "pass@10": (97, 95, 87, 76)},
+               "triangles2d": {"n": (2, 3, 4, 5), "pass@1": (57, 38, 27, 3),
+                               "pass@10": (93, 89, 83, 25)},
+               "qualitative2d": {"n": (2, 3, 4, 5), "pass@1": (65, 45, 19, 8),
+                                 "pass@10": (97, 93, 75, 36)},
+               "stack2d": {"n": (4, 5, 6, 7), "pass@1": (30, 20, 8, 7),
+                           "pass@10": (85, 69, 50, 42)}}
+ALL_DOMAINS = ("pack3d", "qualitative2d", "stack2d", "triangles2d")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,11 @@ class BenchConfig:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``bench`` verb."""
-    parser.add_argument("--domain", default="pack3d", choices=["pack3d"])
-    parser.add_argument("--objects", default="3,4,5,6,8", help="comma-separated object counts")
+    parser.add_argument("--domain", default="pack3d", choices=ALL_DOMAINS,
+                        help="problem domain (one checkpoint each; default pack3d)")
+    parser.add_argument("--objects", default=None,
+                        help="comma-separated object counts (default: the domain's, e.g. "
+                             "3,4,5,6,8,10 for pack3d, 2,3,4,5 for qualitative2d)")
     parser.add_argument("--problems", type=int, default=100, help="problems per object count")
     parser.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated solver names")
     parser.add_argument("--budget", type=float, default=5.0, help="time budget per solve (s)")
@@ -69,7 +79,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (problems + solvers)")
     parser.add_argument("--tier", default="standard", choices=["standard", "hard"])
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                        help="PyBullet verification of solved plans (default: on)")
+                        help="PyBullet verification of solved plans where the domain has "
+                             "physics: pack3d (with the robot's reach), stack2d (default: on)")
     parser.add_argument("--candidates", type=int, default=64, help="samples per batch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--smoke", action="store_true",
@@ -87,6 +98,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Map parsed options onto a BenchConfig; raise ValueError naming a bad option."""
     objects, problems, budget = args.objects, args.problems, args.budget
+    if objects is None:
+        objects = ",".join(map(str, domain_objects(args.domain)))
     if args.smoke:
         objects, problems = SMOKE["objects"], SMOKE["problems"]
     try:
@@ -102,9 +115,30 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     solvers = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
     if not solvers:
         raise ValueError("--solvers: give at least one solver")
+    if args.tier == "hard" and args.domain != "pack3d":
+        raise ValueError(f"--tier: the hard tier exists for pack3d only, not {args.domain}")
+    verify = args.verify and domain_physics(args.domain)
     return BenchConfig(args.out, args.domain, counts, problems, solvers, float(budget), args.device,
-                       args.seed, args.tier, args.verify, args.candidates, args.threads,
+                       args.seed, args.tier, verify, args.candidates, args.threads,
                        not args.no_progress, args.passk)
+
+
+def domain_objects(domain: str) -> tuple[int, ...]:
+    """The object counts a domain is benchmarked at by default."""
+    if domain == "triangles2d":
+        return PAPER_PASSK["triangles2d"]["n"]
+    from robot_packer.domains import get_domain
+
+    return get_domain(domain).bench_objects
+
+
+def domain_physics(domain: str) -> bool:
+    """Whether a domain's success needs the PyBullet check (pack3d, stack2d)."""
+    if domain == "triangles2d":
+        return False
+    from robot_packer.domains import get_domain
+
+    return get_domain(domain).physics
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -122,11 +156,15 @@ def run_bench(args: argparse.Namespace) -> int:
         check_solvers(cfg)
         if cfg.verify:
             check_verifier()
-        configs, solvers = build_solvers(cfg)
+        if cfg.domain == "triangles2d":
+            configs, solvers = None, None
+            check_triangle_solvers(cfg)
+        else:
+            configs, solvers = build_solvers(cfg)
     except (ValueError, OSError) as exc:   # bad option, or a solver that cannot load its model
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run(cfg, configs, solvers)
+    result = run_triangles(cfg) if cfg.domain == "triangles2d" else run(cfg, configs, solvers)
     print(format_table(result["summary"]))
     print(f"results written to {cfg.out}/results.json, results.md, results.png")
     return 0
@@ -174,7 +212,12 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
     from robot_packer import datagen
     from robot_packer.problem import save_scene
 
-    gen_cfg = datagen.HARD if cfg.tier == "hard" else datagen.GenConfig()
+    from robot_packer.domains import get_domain
+
+    if cfg.tier == "hard":
+        generate = lambda n, rng: datagen.generate(n, rng, datagen.HARD)  # noqa: E731
+    else:
+        generate = get_domain(cfg.domain).generate
     problems, seeds, j = [], [], 0
     while len(problems) < cfg.problems:
         if j >= 10_000:
@@ -182,7 +225,7 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
         seed = problem_seed(cfg, n, j)
         j += 1
         try:
-            problem, _ = datagen.generate(n, np.random.default_rng(seed), gen_cfg)
+            problem, _ = generate(n, np.random.default_rng(seed))
         except RuntimeError:      # the generator gave up on this seed: take the next one
             continue
         save_scene(problem, Path(cfg.out) / "scenes" / f"{case_name(n, len(problems))}.yaml")
@@ -203,9 +246,14 @@ def build_solvers(cfg: BenchConfig) -> tuple[dict, dict]:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from robot_packer.domains import get_domain
+
     base = SolverConfig(seed=cfg.seed, device=cfg.device, candidates=cfg.candidates,
-                        time_budget_s=cfg.budget, verify=cfg.verify, threads=cfg.threads)
-    configs = {name: replace(base, solver=name) for name in cfg.solvers}
+                        time_budget_s=cfg.budget, verify=cfg.verify, threads=cfg.threads,
+                        verify_reach=get_domain(cfg.domain).reach)
+    configs = {name: replace(base, solver=name,
+                             options={"domain": cfg.domain} if name == "diffusion" else {})
+               for name in cfg.solvers}
     return configs, {name: make_solver(c) for name, c in configs.items()}
 
 
@@ -231,6 +279,28 @@ def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = No
         if cfg.passk and "diffusion" in solvers:
             passk += raw_passk(solvers["diffusion"], problems, seeds, n)
         write_results(cfg, meta, runs, passk)
+    bar.close()
+    return write_results(cfg, meta, runs, passk)
+
+
+def check_triangle_solvers(cfg: BenchConfig) -> None:
+    from robot_packer.solver.triangles.bench import TRIANGLE_SOLVERS
+
+    for name in cfg.solvers:
+        if name not in TRIANGLE_SOLVERS:
+            raise ValueError(f"--solvers: {name!r} does not apply to triangles2d "
+                             f"(available: {', '.join(TRIANGLE_SOLVERS)})")
+
+
+def run_triangles(cfg: BenchConfig) -> dict:
+    """The triangles2d benchmark (its own problem type and solvers, the same records)."""
+    from robot_packer.solver.triangles.bench import run_triangles_cases
+
+    meta = run_meta(cfg, "cpu" if cfg.device == "auto" else cfg.device, cfg.threads or 1)
+    bar = _progress_bar(cfg)
+    runs, passk = run_triangles_cases(cfg.objects, cfg.problems, cfg.solvers, cfg.budget,
+                                      cfg.seed, cfg.out, cfg.candidates, cfg.device, cfg.passk,
+                                      progress_update=lambda: bar.update(1))
     bar.close()
     return write_results(cfg, meta, runs, passk)
 

@@ -35,7 +35,10 @@ class GenConfig:
     yaw_jitter_deg: float = 2.0
     relations: tuple[int, int] = (0, 3)             # listed relations per problem
     fragile_prob: float = 0.25
-    gripper: str = "parallel"
+    gripper: str = "parallel"                       # parallel | suction | none (no grasp room)
+    rules: Rules = Rules()
+    quarter_turns: bool = True                      # False: yaw 0 or 180° only (planar domains)
+    relation_types: tuple[str, ...] | None = None   # relations a problem may list (None: all)
     headroom: tuple[float, float] = (0.0, 0.02)  # container height above the highest top
     max_tries: int = 400
 
@@ -72,14 +75,14 @@ def _try_generate(n, rng, cfg):
     box[2] = float(np.max(poses[:, 2] + sizes[:, 2] / 2)) + rng.uniform(*cfg.headroom)
     masses = _masses(sizes, poses, rng)
     fragile = _fragile(sizes, poses, rng, cfg)
-    gripper = Gripper() if cfg.gripper == "parallel" else Gripper(type="suction")
+    gripper = Gripper(type="suction") if cfg.gripper == "suction" else Gripper()
     container = Container(box, [0.55, 0.0, 0.0, 0.0], 0.01)
     items = [Item(f"o{i}", sizes[i], None, float(masses[i]), bool(fragile[i])) for i in range(n)]
     items = _table_poses(items, container, rng)
-    problem = PackingProblem(container, items, (), Rules(), gripper)
+    problem = PackingProblem(container, items, (), cfg.rules, gripper)
     if not C.all_satisfied(C.check(problem, poses)):
         return None
-    held = label_relations(problem, poses)
+    held = label_relations(problem, poses, cfg.relation_types)
     k = min(len(held), int(rng.integers(cfg.relations[0], cfg.relations[1] + 1)))
     chosen = [held[i] for i in sorted(rng.choice(len(held), size=k, replace=False))] if k else []
     return replace(problem, constraints=tuple(chosen)), poses
@@ -141,7 +144,7 @@ def _boxes_in_leaves(leaves, rng, cfg):
                 if ext[k] < 0.025:
                     return None, None
                 centre[k] += rng.uniform(-1, 1) * (room - ext[k]) / 2
-        quarter = int(rng.integers(0, 4))
+        quarter = int(rng.integers(0, 4)) if cfg.quarter_turns else 2 * int(rng.integers(0, 2))
         size = ext if quarter % 2 == 0 else ext[[1, 0, 2]]
         sizes.append(size)
         poses.append([centre[0], centre[1], centre[2], _wrap(quarter * math.pi / 2 + jit)])
@@ -219,8 +222,10 @@ def _table_poses(items, container, rng):
     return out
 
 
-def label_relations(problem: PackingProblem, poses: np.ndarray) -> list[Constraint]:
-    """Every pairwise relation and region that holds for ``poses`` (training labels)."""
+def label_relations(problem: PackingProblem, poses: np.ndarray,
+                    types: tuple[str, ...] | None = None) -> list[Constraint]:
+    """Every pairwise relation and region that holds for ``poses`` (training labels), only of
+    ``types`` when given."""
     cp = C.compile_problem(problem, dtype=torch.float64)
     p = torch.as_tensor(poses, dtype=torch.float64)[None]
     n = len(problem.items)
@@ -228,11 +233,13 @@ def label_relations(problem: PackingProblem, poses: np.ndarray) -> list[Constrai
     pairs = torch.tensor([[a, b] for a in range(n) for b in range(n) if a != b], dtype=torch.long)
     held: list[Constraint] = []
     for name in PAIR_RELATIONS:
-        if len(pairs) == 0:
+        if len(pairs) == 0 or (types is not None and name not in types):
             break
         v = C.REGISTRY[name].violation(p, cp.geom, pairs)[0]
         held += [Constraint(name, (ids[a], ids[b]))
                  for (a, b), ok in zip(pairs.tolist(), v <= 0) if ok]
+    if types is not None and "region" not in types:
+        return held
     regions = torch.tensor([[i, r] for i in range(n) for r in range(len(REGIONS))],
                            dtype=torch.long)
     v = C.REGISTRY["region"].violation(p, cp.geom, regions)[0]

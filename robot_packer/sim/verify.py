@@ -46,8 +46,8 @@ def _on_time(deadline: float | None, progress: str) -> None:
 
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
-                settings: VerifySettings = VerifySettings(), deadline: float | None = None
-                ) -> dict:
+                settings: VerifySettings = VerifySettings(), deadline: float | None = None,
+                reach: bool = True) -> dict:
     """Verify placements in PyBullet.
 
     Args:
@@ -61,6 +61,8 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
         deadline: ``time.monotonic()`` value; once it passes, the simulation stops (its client
             closed) and the verification fails with the reason "verification stopped at the
             time budget (...)". None: no limit.
+        reach: check that the Panda reaches every pose; False (research domains without a
+            robot, e.g. ``stack2d``): physics and exact checks only, ``reachable`` stays None.
 
     Returns:
         ``{"simulator": "pybullet", "passed", "max_drift_m", "max_penetration_m", "reachable",
@@ -80,7 +82,7 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
     exact_ok = _exact(problem, poses, order, "planned", reasons)
     grip = C.gripper_violation(problem, poses, order)
     out["gripper_clear"] = bool(grip <= 0.0)
-    if grip > 0.0:
+    if grip > 0.0 and problem.rules.gripper_clear:
         reasons.append(f"gripper_clear: fingers hit walls or placed objects by "
                        f"{grip * 1000:.1f} mm in plan order")
     physics_ok = stopped = False
@@ -99,11 +101,12 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                                   slack=TOL.settle_slack)
                 physics_ok = (after_ok and pen <= settings.penetration_tol
                               and (still or not problem.rules.stable))
-            _on_time(deadline, f"settling done, reach checked for 0 of {len(steps)} objects")
-            world.set_object_poses(poses, "container")
-            world.add_robot()
-            out["reachable"] = check_reach(world, steps, settings.ik, reasons,
-                                           settings.arm_collisions, deadline)
+            if reach:
+                _on_time(deadline, f"settling done, reach checked for 0 of {len(steps)} objects")
+                world.set_object_poses(poses, "container")
+                world.add_robot()
+                out["reachable"] = check_reach(world, steps, settings.ik, reasons,
+                                               settings.arm_collisions, deadline)
     except _OutOfTime as exc:  # the with block has closed the client
         stopped = True
         reasons.append(f"verification stopped at the time budget ({exc})")
@@ -111,9 +114,27 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
         reasons.append(f"simulation error: {type(exc).__name__}: {exc}")
     grip_ok = out["gripper_clear"] or not problem.rules.gripper_clear
     out["passed"] = bool(not stopped and exact_ok and physics_ok and grip_ok
-                         and out["reachable"])
+                         and (out["reachable"] or not reach))
     out["reasons"] = reasons
     return out
+
+
+def settles(problem: PackingProblem, poses: np.ndarray, settle_s: float = TOL.settle_time_s,
+            settings: VerifySettings = VerifySettings()) -> bool:
+    """Whether ``poses`` (n, 4, container frame) start without interpenetration and stay put
+    through ``settle_s`` of simulated settling (the physics half of :func:`verify_plan`, no
+    robot). Used to keep only physically stable generated problems."""
+    out: dict = {}
+    reasons: list[str] = []
+    try:
+        with SimWorld(problem, poses, frame="container", robot=False, visuals=False,
+                      settings=settings.sim) as world:
+            if max_penetration(world) > settings.penetration_tol:
+                return False
+            settled, still = _settle(world, settle_s, settings, out, reasons)
+    except Exception:  # noqa: BLE001 - a physics failure means "not stable", never a crash
+        return False
+    return settled is not None and still
 
 
 def plan_inputs(problem: PackingProblem, plan_or_poses, order=None

@@ -22,6 +22,8 @@ class SolverConfig:
     time_budget_s: float = 5.0
     verify: bool = True             # PyBullet verification of the best candidates
     verify_top_k: int = 4           # at most this many candidates verified per solve
+    verify_reach: bool = True       # verification includes the Panda reach check (False: the
+    #                                 physics only, for research domains without a robot)
     model_dir: str | None = None    # diffusion checkpoints (default: the package's models/)
     threads: int | None = 1         # torch CPU threads (None: torch's default). One is fastest
     #                                 for these small tensors: under load, 2+ threads made a

@@ -62,7 +62,7 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
             break
         if verified_tries and deadline - started < VERIFY_SKIP_SHARE * took:
             break
-        plan.verification = verify(problem, plan, deadline)
+        plan.verification = verify(problem, plan, deadline, config.verify_reach)
         verified_tries += 1
         if plan.verification["passed"]:
             return plan
@@ -112,12 +112,13 @@ def _plan(problem, status, message, info, poses, results, order) -> Plan:
                 steps=steps, constraints=listed, verification=unverified())
 
 
-def verify(problem: PackingProblem, plan: Plan, deadline: float | None = None) -> dict:
-    """PyBullet verification block of a plan, stopped at ``deadline`` (``time.monotonic()``)
-    (imported lazily: only sim/ imports pybullet)."""
+def verify(problem: PackingProblem, plan: Plan, deadline: float | None = None,
+           reach: bool = True) -> dict:
+    """PyBullet verification block of a plan, stopped at ``deadline`` (``time.monotonic()``);
+    ``reach=False`` leaves out the robot (imported lazily: only sim/ imports pybullet)."""
     from robot_packer.sim.verify import verify_plan
 
-    return verify_plan(problem, plan, deadline=deadline)
+    return verify_plan(problem, plan, deadline=deadline, reach=reach)
 
 
 def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:

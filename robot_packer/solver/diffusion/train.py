@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from robot_packer.domains import DOMAINS as BOX_DOMAINS
 from robot_packer.solver.diffusion.checkpoint import save_model
 from robot_packer.solver.diffusion.data import build_dataset
 from robot_packer.solver.diffusion.graph import ProblemGraph, build_graph, normalise
 from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 
-DOMAINS = ("pack3d",)
+# The box domains (robot_packer.domains) train here; triangles2d has its own loop.
+DOMAINS = (*BOX_DOMAINS, "triangles2d")
 # Mirror augmentation: reflecting y (x) swaps these edge types; every constraint is symmetric.
 MIRROR_Y = {"left_of": "right_of", "right_of": "left_of", "region:left": "region:right",
             "region:right": "region:left"}
@@ -146,11 +148,11 @@ def _data(cfg: TrainConfig, rank: int, world: int):
     cache = cfg.data_cache or f"/tmp/robot_packer_{cfg.domain}_{cfg.data_size}_{cfg.seed}.pkl"
     seeds = range(cfg.seed * cfg.data_size, (cfg.seed + 1) * cfg.data_size)
     if rank == 0:
-        records = build_dataset(seeds, cfg.data_processes, cache)
+        records = build_dataset(seeds, cfg.data_processes, cache, domain=cfg.domain)
     if world > 1:
         dist.barrier()
     if rank != 0:
-        records = build_dataset(seeds, 1, cache, progress=False)
+        records = build_dataset(seeds, 1, cache, progress=False, domain=cfg.domain)
     return records
 
 
@@ -181,7 +183,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     rank, world, dev = _setup_distributed(cfg.device)
     data = PackedDataset(_data(cfg, rank, world), dev)
-    val = [build_dataset([900_000 + i], 1, None, progress=False)[0]
+    val = [build_dataset([900_000 + i], 1, None, progress=False, domain=cfg.domain)[0]
            for i in range(cfg.val_problems)]
     torch.manual_seed(cfg.seed)                       # identical initial weights on every rank
     model = ComposedDenoiser(DenoiserConfig(cfg.hidden, cfg.head_hidden)).to(dev)
@@ -300,7 +302,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     """``robot-packer train``: returns the exit code (0 ok)."""
-    metrics = train(config_from_args(args))
+    cfg = config_from_args(args)
+    if cfg.domain == "triangles2d":
+        from robot_packer.solver.triangles.train import train_triangles
+
+        metrics = train_triangles(steps=cfg.steps, batch=cfg.batch, out=cfg.out, seed=cfg.seed,
+                                  data_size=cfg.data_size, device=cfg.device,
+                                  threads=cfg.threads or 1, resume=cfg.resume)
+    else:
+        metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final loss {metrics['loss']:.4f}, validation success {metrics['val_success']}")
     return 0
