@@ -166,3 +166,40 @@ def test_portfolio_waits_for_a_second_exact_solution(monkeypatch, easy):
                           options={"members": ["stub_fast", "stub_slow"]})
     cands = portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
     assert [float(p[0, 0]) for p in cands.poses] == [1.0, 2.0]
+
+
+def test_a_failed_verification_sends_the_solver_back_with_new_noise(monkeypatch, easy):
+    """Exact but not verified (say the arm cannot reach): the pipeline proposes again with a new
+    seed while the budget allows, and returns the first plan that verifies."""
+    from robot_packer.solver import pipeline
+
+    real_verify, calls, seeds = pipeline.verify, [], []
+    config = SolverConfig(solver="heuristic", device="cpu", time_budget_s=10.0, seed=3)
+    solver = make_solver(config)
+    propose = solver.propose
+    monkeypatch.setattr(solver, "propose",
+                        lambda p, c, d: seeds.append(c.seed) or propose(p, c, d))
+
+    def verify_refusing_the_first_round(problem, plan, deadline=None, reach=True):
+        calls.append(len(seeds))
+        report = real_verify(problem, plan, deadline, reach)
+        if len(seeds) == 1:
+            return {**report, "passed": False, "reasons": ["reachable: refused by the test"]}
+        return report
+
+    monkeypatch.setattr(pipeline, "verify", verify_refusing_the_first_round)
+    plan = solve(easy, config, solver)
+    assert plan.status == "solved" and plan.verified
+    assert seeds[0] == 3 and len(seeds) == 2 and seeds[1] != seeds[0]
+    assert calls[-1] == 2
+
+
+def test_with_no_time_to_retry_the_exact_unverified_plan_is_kept(monkeypatch, easy):
+    from robot_packer.solver import pipeline
+
+    monkeypatch.setattr(pipeline, "RETRY_MIN_SHARE", 2.0)      # never enough time left
+    monkeypatch.setattr(pipeline, "verify", lambda *a, **k: {
+        "simulator": "pybullet", "passed": False, "reasons": ["stable: refused by the test"]})
+    plan = solve(easy, SolverConfig(solver="heuristic", device="cpu", time_budget_s=5.0))
+    assert plan.status == "solved" and not plan.verified
+    assert "simulation verification failed" in plan.message

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from robot_packer import constraints as C
 from robot_packer import planning
@@ -12,6 +13,9 @@ from robot_packer.solver.feasibility import infeasibility_reason
 VERIFY_RESERVE = 0.2  # share of the time budget kept for the exact check and PyBullet verification
 VERIFY_SKIP_SHARE = 0.5  # no later verification starts with less time left than this share of
 #                          the previous one's duration (it would be stopped at the deadline)
+RETRY_MIN_SHARE = 0.1    # after a failed verification the solver proposes again (a new seed)
+#                          while at least this share of the budget is left for proposing
+RETRY_SEED_STRIDE = 7919  # seed offset of each new proposal round (a prime: no overlaps)
 
 
 def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
@@ -29,9 +33,26 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
         return _finish(Plan("infeasible", reason, solver=info), problem, start)
     solver = solver or make_solver(config)
     reserve = VERIFY_RESERVE * config.time_budget_s if config.verify else 0.0
-    cands = solver.propose(problem, config, deadline - reserve)
-    info["samples"] = cands.samples
-    plan = _best_plan(problem, config, cands, info, deadline)
+    exact_unverified, attempt, samples = None, 0, 0
+    while True:
+        seed = config.seed + RETRY_SEED_STRIDE * attempt
+        cands = solver.propose(problem, replace(config, seed=seed), deadline - reserve)
+        samples += cands.samples
+        info["samples"] = samples
+        plan = _best_plan(problem, config, cands, info, deadline)
+        if not (plan.status == "solved" and config.verify and not plan.verified):
+            break
+        # Exact, but PyBullet said no (e.g. the arm cannot reach, or it slid while settling):
+        # search again with new noise while the budget allows, keeping this plan meanwhile.
+        exact_unverified = plan
+        left = deadline - reserve - time.monotonic()
+        if left < RETRY_MIN_SHARE * config.time_budget_s:
+            break
+        attempt += 1
+    if exact_unverified is not None and not plan.verified:
+        plan = exact_unverified
+        if attempt:
+            plan.message += f" ({attempt + 1} proposal rounds, each verified)"
     return _finish(plan, problem, start)
 
 
