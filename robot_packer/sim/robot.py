@@ -1,8 +1,16 @@
 """The Franka Panda in a :class:`SimWorld`: joints, tool centre point, IK and collision queries.
 
-The tool centre point (TCP) is the URDF's ``panda_grasptarget`` link (0.105 m beyond
-``panda_hand``, between the fingertips); its z axis points along the approach and its y axis is
-the direction in which the fingers close. Tool poses follow DESIGN.md §6: z down, i.e. the
+Two end effectors, chosen by the problem's ``gripper.type``:
+
+* ``parallel``: pybullet_data's Panda with its Franka hand. The tool centre point (TCP) is the
+  URDF's ``panda_grasptarget`` link (0.105 m beyond ``panda_hand``, between the fingertips); its
+  y axis is the direction in which the fingers close.
+* ``suction``: the same arm with the hand and fingers removed and a :class:`SuctionTool` on the
+  flange (``panda_link8``): a straight cylinder (extension tube plus bellows cup) whose tip link
+  ``panda_suction_tip`` is the TCP, the cup's contact point. The tip frame is turned about z like
+  the hand, so a plan's TCP orientation puts the wrist where it would with the hand.
+
+Either TCP's z axis points along the approach. Tool poses follow DESIGN.md §6: z down, i.e. the
 rotation ``Rz(psi) @ Rx(pi)``.
 """
 from __future__ import annotations
@@ -20,6 +28,22 @@ TCP_LINK_NAME = "panda_grasptarget"
 HAND_TO_TCP = 0.105  # m, used only when the URDF has no grasp-target link
 FINGER_MAX = 0.04    # m per finger
 
+# The suction tool: flange-to-cup-lip length of a spring-plunger extension with a bellows cup
+# (Schmalz FSTE / Piab-style, 100-150 mm catalogue lengths), and how far the cup's lip bulges
+# past the nominal ``cup_radius`` when it is pressed on a box. The tool is one cylinder of radius
+# cup_radius + SUCTION_LIP: slimmer than the square column of side 2 cup_radius that the
+# geometric gripper_clear rule keeps free, except for the lip, which the arm-collision margin
+# (``IKSettings.collision_margin``) forgives. The length decides whether the wrist (panda_link7,
+# about 0.1 m wide, offset from the tool axis) clears the rim of a deep container when the tool
+# reaches down to a low box beside a wall: on 20 + 20 HARD known solutions at N = 8 and 12, 0.10 m
+# left 29 such hits, 0.12 m 16, 0.15 m one.
+SUCTION_TOOL_LENGTH = 0.15  # m
+SUCTION_LIP = 0.001         # m
+SUCTION_TOOL_MASS = 0.3     # kg (tube, cup, vacuum fitting)
+SUCTION_TOOL_LINK = "panda_suction_tool"
+SUCTION_TIP_LINK = "panda_suction_tip"
+HAND_YAW_ON_FLANGE = -math.pi / 4  # rad, the Franka hand's (and the suction tip's) turn on link 8
+
 
 @dataclass(frozen=True)
 class IKSettings:
@@ -30,6 +54,81 @@ class IKSettings:
     refinements: int = 6
     iterations: int = 60
     collision_margin: float = 0.001  # m of penetration tolerated between arm and obstacles
+
+
+@dataclass(frozen=True)
+class SuctionTool:
+    """A straight suction tool on the Panda flange: a cylinder along the flange's z axis.
+
+    ``radius`` and ``length`` in metres; the tip (``length`` beyond the flange) is the TCP.
+    """
+
+    radius: float
+    length: float = SUCTION_TOOL_LENGTH
+
+    @classmethod
+    def for_cup(cls, cup_radius: float) -> "SuctionTool":
+        """The tool for a cup of ``cup_radius`` m: that radius plus the lip's bulge."""
+        return cls(radius=float(cup_radius) + SUCTION_LIP)
+
+
+def suction_panda_urdf(panda_urdf: str, mesh_dir: str, tool: SuctionTool) -> str:
+    """URDF text of the Panda arm with ``tool`` on its flange instead of the Franka hand.
+
+    Args:
+        panda_urdf: text of pybullet_data's ``franka_panda/panda.urdf`` (arm + hand).
+        mesh_dir: absolute folder of its meshes; the text may then be loaded from any folder.
+        tool: the suction tool.
+
+    Everything after the flange link (``panda_link8``: hand, fingers, grasp target) is cut and
+    replaced by two fixed links: the tool cylinder and its massless tip (the TCP).
+    """
+    cut = panda_urdf.find('<joint name="panda_hand_joint"')
+    if cut < 0:
+        raise ValueError("panda_urdf: no panda_hand_joint to replace by the suction tool")
+    arm = panda_urdf[:cut].replace('filename="package://meshes/',
+                                   f'filename="{mesh_dir.rstrip("/")}/')
+    r, h, half = tool.radius, tool.length, tool.length / 2
+    inertia = SUCTION_TOOL_MASS * (3 * r * r + h * h) / 12  # solid cylinder about a diameter
+    axial = SUCTION_TOOL_MASS * r * r / 2
+    shape = f'<geometry><cylinder radius="{r:.6f}" length="{h:.6f}"/></geometry>'
+    return arm + f"""
+  <joint name="panda_suction_tool_joint" type="fixed">
+    <parent link="panda_link8"/>
+    <child link="{SUCTION_TOOL_LINK}"/>
+    <origin rpy="0 0 {HAND_YAW_ON_FLANGE:.12f}" xyz="0 0 0"/>
+  </joint>
+  <link name="{SUCTION_TOOL_LINK}">
+    <inertial>
+      <origin rpy="0 0 0" xyz="0 0 {half:.6f}"/>
+      <mass value="{SUCTION_TOOL_MASS}"/>
+      <inertia ixx="{inertia:.8f}" ixy="0" ixz="0" iyy="{inertia:.8f}" iyz="0"
+               izz="{axial:.8f}"/>
+    </inertial>
+    <visual>
+      <origin rpy="0 0 0" xyz="0 0 {half:.6f}"/>
+      {shape}
+      <material name="suction_grey"><color rgba="0.3 0.3 0.33 1"/></material>
+    </visual>
+    <collision>
+      <origin rpy="0 0 0" xyz="0 0 {half:.6f}"/>
+      {shape}
+    </collision>
+  </link>
+  <joint name="panda_suction_tip_joint" type="fixed">
+    <parent link="{SUCTION_TOOL_LINK}"/>
+    <child link="{SUCTION_TIP_LINK}"/>
+    <origin rpy="0 0 0" xyz="0 0 {h:.6f}"/>
+  </joint>
+  <link name="{SUCTION_TIP_LINK}">
+    <inertial>
+      <origin rpy="0 0 0" xyz="0 0 0"/>
+      <mass value="0.0"/>
+      <inertia ixx="0.0" ixy="0" ixz="0" iyy="0.0" iyz="0" izz="0.0"/>
+    </inertial>
+  </link>
+</robot>
+"""
 
 
 def tool_quat(psi: float) -> tuple[float, float, float, float]:
@@ -50,7 +149,11 @@ def flip_about_z(q: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 class Panda:
-    """Joint-level access to a loaded Panda body in ``client``."""
+    """Joint-level access to a loaded Panda body in ``client`` (hand or suction tool).
+
+    ``tool`` is ``"suction"`` when the body carries the suction tool (then ``fingers`` is empty
+    and finger commands do nothing), else ``"parallel"``.
+    """
 
     def __init__(self, client, body: int) -> None:
         self.client, self.body = client, body
@@ -61,8 +164,12 @@ class Panda:
         self.fingers = self.movable[7:9]
         self.lower = np.array([info[j][8] for j in self.movable])
         self.upper = np.array([info[j][9] for j in self.movable])
-        self.tcp_link = names.get(TCP_LINK_NAME, names.get("panda_hand"))
-        self.tcp_offset = 0.0 if TCP_LINK_NAME in names else HAND_TO_TCP
+        self.tool = "suction" if SUCTION_TIP_LINK in names else "parallel"
+        if self.tool == "suction":
+            self.tcp_link, self.tcp_offset = names[SUCTION_TIP_LINK], 0.0
+        else:
+            self.tcp_link = names.get(TCP_LINK_NAME, names.get("panda_hand"))
+            self.tcp_offset = 0.0 if TCP_LINK_NAME in names else HAND_TO_TCP
         self._link_names = {i[0]: i[12].decode() for i in info}
 
     def link_name(self, link: int) -> str:
@@ -80,7 +187,7 @@ class Panda:
         return np.array([self.client.getJointState(self.body, j)[0] for j in self.arm])
 
     def set_fingers(self, opening: float) -> None:
-        """Open the fingers to a total gap of ``opening`` m (clipped to the hand's range)."""
+        """Open the fingers to a total gap of ``opening`` m (clipped; no-op for suction)."""
         half = float(np.clip(opening / 2, 0.0, FINGER_MAX))
         for j in self.fingers:
             self.client.resetJointState(self.body, j, half, 0.0)
@@ -90,7 +197,7 @@ class Panda:
         self.client.setJointMotorControlArray(self.body, self.arm, p.POSITION_CONTROL,
                                               targetPositions=list(map(float, q)),
                                               forces=[force] * 7)
-        if opening is not None:
+        if opening is not None and self.fingers:
             half = float(np.clip(opening / 2, 0.0, FINGER_MAX))
             self.client.setJointMotorControlArray(self.body, self.fingers, p.POSITION_CONTROL,
                                                   targetPositions=[half, half], forces=[50.0] * 2)
@@ -132,9 +239,10 @@ class Panda:
         """Joint angles (7,) that put the TCP at ``pos``/``quat`` within tolerance, or None.
 
         Tries the given orientation and its half turn about the tool z axis (the parallel
-        gripper is symmetric), from several seeds, refining each by repeated calls of Bullet's
-        damped null-space IK; a solution must lie within the joint limits. Leaves the arm at the
-        solution (or at the last attempt).
+        gripper is symmetric; turned by a suction cup, a box looks the same after a half turn),
+        from several seeds, refining each by repeated calls of Bullet's damped null-space IK; a
+        solution must lie within the joint limits. Leaves the arm at the solution (or at the last
+        attempt).
         """
         seeds = self.seeds(pos)[:max_seeds]
         for q_goal in (tuple(quat), flip_about_z(quat)):
@@ -152,7 +260,7 @@ class Panda:
         ranges = (self.upper - self.lower).tolist()
         self.set_arm(seed)
         tol_ang = math.radians(settings.ang_tol_deg)
-        rest = [float(v) for v in seed] + [FINGER_MAX, FINGER_MAX]
+        rest = [float(v) for v in seed] + [FINGER_MAX] * len(self.fingers)
         for _ in range(settings.refinements):
             sol = self.client.calculateInverseKinematics(
                 self.body, self.tcp_link, target, list(quat), lowerLimits=lo, upperLimits=hi,

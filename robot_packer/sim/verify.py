@@ -4,9 +4,12 @@
 lets the packing settle (friction 0.6, ``TOL.settle_time_s``), re-checks the exact constraints on
 the settled state, checks gripper clearance in plan order, and checks that a Franka Panda reaches
 every pick and place pose (IK within 1 cm / 5 deg, joint limits) without the arm hitting the
-container or objects already placed. Physics trouble never escapes as an exception: it fails the
-verification with a reason. Given a ``deadline`` it stops when that passes (checked every 60
-settling steps and before each object's reach check) and fails with a reason saying how far it got.
+container or objects already placed. The Panda carries the problem's gripper: its hand and
+fingers for ``parallel``, a suction tool on the flange (no hand) for ``suction``
+(:class:`robot_packer.sim.robot.SuctionTool`); the collision check uses the links it carries.
+Physics trouble never escapes as an exception: it fails the verification with a reason. Given a
+``deadline`` it stops when that passes (checked every 60 settling steps and before each object's
+reach check) and fails with a reason saying how far it got.
 """
 from __future__ import annotations
 
@@ -291,8 +294,10 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
             pos, quat = st[key]["position"], _unit(st[key]["orientation"])
             q = panda.solve_ik(pos, quat, ik)
             if q is None:
-                reasons.append(f"reachable: no Panda IK solution to {key} {problem.items[i].id} "
-                               f"at ({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+                tool = " (suction tool)" if panda.tool == "suction" else ""
+                reasons.append(f"reachable: no Panda IK solution{tool} to {key} "
+                               f"{problem.items[i].id} at ({pos[0]:.3f}, {pos[1]:.3f}, "
+                               f"{pos[2]:.3f})")
                 ok = False
                 break
             if key == "place" and arm_collisions:
@@ -307,8 +312,10 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
 def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int], margin: float) -> str:
     """Describe what the arm hits while placing object i ('' when clear).
 
-    The arm is at its current joints with the fingers open around object i; obstacles are the
-    container and the objects in ``placed``. Example: ``'(panda_hand) hits container (4.1 mm)'``.
+    The arm is at its current joints with the fingers open around object i (a suction Panda has
+    no fingers: its tool cylinder and arm links are checked); obstacles are the container and the
+    objects in ``placed``. Example: ``'(panda_hand) hits container (4.1 mm)'``, or
+    ``'(panda_suction_tool) hits o3 (2.0 mm)'``.
     """
     problem = world.problem
     panda.set_fingers(_opening(problem, i))

@@ -9,6 +9,7 @@ Every world owns one private DIRECT client and closes it (use it as a context ma
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,8 @@ import numpy as np
 from robot_packer.constraints import TOL
 from robot_packer.problem import PackingProblem
 from robot_packer.sim._bullet import data_path, new_client, p
-from robot_packer.sim.robot import Panda, quat_angle  # noqa: F401 (re-exported)
+from robot_packer.sim.robot import Panda, SuctionTool, quat_angle  # noqa: F401 (re-exported)
+from robot_packer.sim.robot import suction_panda_urdf
 
 PANDA_URDF = "franka_panda/panda.urdf"
 MIN_PLATE = 0.005  # m, physical thickness used for a container wall given as 0
@@ -58,11 +60,15 @@ def quat_yaw(q: Sequence[float]) -> float:
 class SimWorld:
     """Table, container, objects and (optionally) a fixed-base Franka Panda in one DIRECT client.
 
+    The Panda carries the problem's gripper: the Franka hand for ``parallel``, a
+    :class:`~robot_packer.sim.robot.SuctionTool` on the flange for ``suction``.
+
     Args:
         problem: the packing problem (container, items with sizes, masses, current poses).
         poses: (n, 4) object poses ``[x, y, z, yaw]``; default: every item's current world pose.
         frame: ``"world"`` or ``"container"``, the frame of ``poses``.
-        robot: load the Panda (base at the origin, home configuration).
+        robot: load the Panda with the problem's gripper (base at the origin, home
+            configuration).
         visuals: load visual shapes (needed for rendering; off is faster for verification).
         meshes: use each item's ``mesh`` file (scaled to its box) where given.
         settings: physics settings.
@@ -152,11 +158,32 @@ class SimWorld:
         c.changeDynamics(body, -1, lateralFriction=self.settings.friction)
         return body
 
-    def add_robot(self) -> int:
-        """Load the Panda with its base at the world origin (fixed) in the home configuration."""
+    def add_robot(self, tool: str | None = None) -> int:
+        """Load the Panda with its base at the world origin (fixed) in the home configuration.
+
+        Args:
+            tool: its end effector, ``"parallel"`` (the Franka hand) or ``"suction"`` (the arm
+                with a suction tool of the problem's ``cup_radius`` instead of the hand; its
+                URDF is written to a temporary folder, loaded, and removed). Default: the
+                problem's ``gripper.type``.
+        """
         flags = 0 if self.visuals else p.URDF_IGNORE_VISUAL_SHAPES
-        self.robot_id = self.client.loadURDF(data_path(PANDA_URDF), (0, 0, 0), useFixedBase=True,
-                                             flags=flags)
+        gripper = self.problem.gripper
+        tool = gripper.type if tool is None else tool
+        if tool not in ("parallel", "suction"):
+            raise ValueError(f"tool: must be 'parallel' or 'suction', got {tool!r}")
+        if tool == "suction":
+            text = suction_panda_urdf(Path(data_path(PANDA_URDF)).read_text(),
+                                      str(Path(data_path(PANDA_URDF)).parent / "meshes"),
+                                      SuctionTool.for_cup(gripper.cup_radius))
+            with tempfile.TemporaryDirectory(prefix="robot_packer_suction_") as folder:
+                urdf = Path(folder) / "panda_suction.urdf"
+                urdf.write_text(text)
+                self.robot_id = self.client.loadURDF(str(urdf), (0, 0, 0), useFixedBase=True,
+                                                     flags=flags | p.URDF_USE_IMPLICIT_CYLINDER)
+        else:
+            self.robot_id = self.client.loadURDF(data_path(PANDA_URDF), (0, 0, 0),
+                                                 useFixedBase=True, flags=flags)
         Panda(self.client, self.robot_id).home()
         return self.robot_id
 
