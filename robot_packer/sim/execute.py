@@ -4,8 +4,9 @@ Per step (in plan order): joint-space move to a transit pose above the pick, str
 (IK at every waypoint), grasp (fixed constraint between the TCP link and the object, made only
 at an IK-valid arm configuration), straight lift to the transit height, joint-space move above
 the place pose, straight descent, release, straight retreat. Physics runs while the arm moves, so
-objects that get bumped move. The arm follows its joint waypoints kinematically (reset per
-physics step, with position targets holding it).
+objects that get bumped move. A suction problem's Panda carries the suction tool (no fingers): the
+same fixed constraint, made at the cup's tip, stands for the vacuum seal. The arm follows its
+joint waypoints kinematically (reset per physics step, with position targets holding it).
 """
 from __future__ import annotations
 

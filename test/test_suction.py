@@ -1,0 +1,97 @@
+"""The suction end effector in the simulator: a tool on the Panda flange instead of the hand."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from robot_packer import datagen
+from robot_packer.problem import Container, Gripper, Item, PackingProblem, Plan
+from robot_packer.sim.execute import execute_plan
+from robot_packer.sim.robot import (SUCTION_TIP_LINK, SUCTION_TOOL_LENGTH, SUCTION_TOOL_LINK,
+                                    IKSettings, Panda, SuctionTool, quat_angle, tool_quat)
+from robot_packer.sim.verify import check_reach, plan_inputs, verify_plan
+from robot_packer.sim.world import SimWorld
+
+torch.set_num_threads(1)
+
+SEED = 10_000_000          # HARD problems of the benchmark's disjoint seed range
+SUCTION = Gripper(type="suction", cup_radius=0.02)
+TALL = Container([0.30, 0.24, 0.20], [0.55, 0.0, 0.0, 0.0], 0.01)
+
+
+def reach(problem: PackingProblem, poses: np.ndarray, tool: str) -> tuple[bool, list[str]]:
+    """check_reach of the known placements with the Panda carrying ``tool``."""
+    placements, steps, _ = plan_inputs(problem, poses)
+    with SimWorld(problem, placements, frame="container", robot=False, visuals=False) as world:
+        world.add_robot(tool)
+        reasons: list[str] = []
+        return check_reach(world, steps, IKSettings(), reasons), reasons
+
+
+def test_dense_hard_packing_the_hand_cannot_reach_passes_with_the_suction_tool():
+    hand_ok, tool_ok, shown = 0, 0, False
+    for k in range(8):
+        problem, known = datagen.generate(6, np.random.default_rng(SEED + 6000 + k), datagen.HARD)
+        assert problem.gripper.type == "suction"
+        by_hand, why = reach(problem, known, "parallel")
+        by_tool, _ = reach(problem, known, "suction")
+        hand_ok += by_hand
+        tool_ok += by_tool
+        if not by_hand and not shown:   # the whole verification passes with the tool
+            assert any("panda_hand" in r or "finger" in r for r in why), why
+            result = verify_plan(problem, known)
+            assert result["passed"] and result["reachable"], result["reasons"]
+            shown = True
+    assert shown, "every known solution was reachable with the hand"
+    assert tool_ok >= 7 and tool_ok > hand_ok, (hand_ok, tool_ok)
+
+
+def test_suction_tip_reaches_a_pose_within_ik_tolerance():
+    problem = PackingProblem(TALL, (Item("a", [0.1, 0.1, 0.1]),), gripper=SUCTION)
+    with SimWorld(problem, np.zeros((1, 4)), frame="container", visuals=False) as world:
+        panda = Panda(world.client, world.robot_id)
+        assert panda.tool == "suction" and panda.fingers == []
+        names = {panda.link_name(j) for j in range(world.client.getNumJoints(world.robot_id))}
+        assert SUCTION_TOOL_LINK in names and SUCTION_TIP_LINK in names
+        assert not any("hand" in n or "finger" in n for n in names)
+        target, quat = np.array([0.50, 0.08, 0.12]), tool_quat(0.4)
+        settings = IKSettings()
+        assert panda.solve_ik(target, quat, settings) is not None
+        tip, tip_q = panda.tcp_pose()
+        assert np.linalg.norm(tip - target) <= settings.pos_tol
+        assert np.degrees(quat_angle(tip_q, quat)) <= settings.ang_tol_deg
+        flange = np.array(world.client.getLinkState(world.robot_id, 7)[4])  # panda_link8
+        assert np.allclose(flange - tip, [0.0, 0.0, SUCTION_TOOL_LENGTH], atol=2e-3)
+
+
+def test_tool_wider_than_the_gap_to_a_tall_wall_fails_reachable_naming_the_tool():
+    radius = SuctionTool.for_cup(SUCTION.cup_radius).radius
+    narrow = Item("slim", [0.10, 0.03, 0.06], mass=0.2)   # 15 mm half width < tool radius
+    problem = PackingProblem(TALL, (narrow,), gripper=SUCTION)
+    gap = 0.001
+    at_wall = np.array([[0.0, TALL.size[1] / 2 - 0.015 - gap, 0.03, 0.0]])
+    result = verify_plan(problem, at_wall)
+    assert not result["passed"] and result["reachable"] is False
+    text = " | ".join(result["reasons"])
+    assert "reachable: placing slim the arm (panda_suction_tool" in text and "container" in text
+    reported_mm = float(re.search(r"panda_suction_tool\) hits container \(([0-9.]+) mm", text)[1])
+    expected_mm = (radius - 0.015 - gap) * 1000     # tool radius past the wall's inner face
+    ik_slack_mm = 0.1 * IKSettings().pos_tol * 1000   # IK stops once the tip is within 1 mm
+    assert abs(reported_mm - expected_mm) <= ik_slack_mm, text
+    centred = verify_plan(problem, np.array([[0.0, 0.0, 0.03, 0.0]]))
+    assert centred["passed"] and centred["reachable"], centred["reasons"]
+
+
+def test_panda_with_suction_tool_executes_a_plan():
+    items = (Item("a", [0.12, 0.06, 0.10], [0.35, -0.45, 0.05, 0.4], mass=0.5),
+             Item("b", [0.06, 0.06, 0.11], [0.45, -0.30, 0.055, 0.0], mass=0.3))
+    container = Container([0.40, 0.30, 0.12], [0.55, 0.0, 0.0, 0.0], 0.01)
+    problem = PackingProblem(container, items, gripper=SUCTION)
+    plan = Plan("solved", placements={"a": [-0.10, -0.07, 0.05, 0.0],
+                                      "b": [0.10, 0.08, 0.055, np.pi / 2]})
+    assert verify_plan(problem, plan)["passed"]
+    report = execute_plan(problem, plan, record=False)
+    assert report.success, report.message
+    assert report.position_error.max() <= 0.015 and report.yaw_error_deg.max() <= 5.0
