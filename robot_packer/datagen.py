@@ -43,6 +43,11 @@ class GenConfig:
     max_tries: int = 400
 
 
+TABLE_X0 = -0.15     # m: rows of objects on the table start here (x; the arm turns to reach them)
+TABLE_REACH = 0.72   # m: no object centre on the table farther than this from the robot base
+#                      (the Panda's top-down reach with a 15 cm suction tool; farther fails IK)
+TABLE_MIN_REACH = 0.32  # m: ... and none nearer (the folded arm cannot point down there)
+
 HARD = GenConfig(fill_xy=(0.93, 0.98), fill_z=(0.93, 1.0), clearance=(0.001, 0.003),
                  stack_prob=0.4, yaw_jitter_deg=0.5, relations=(3, 8), gripper="suction",
                  min_side=0.04)
@@ -202,20 +207,26 @@ def _fragile(sizes, poses, rng, cfg):
 
 
 def _table_poses(items, container, rng):
-    """Current poses: rows on the table on both sides of the container, long side along x."""
+    """Current poses: rows on the table on both sides of the container, long side along x, each
+    centre between ``TABLE_MIN_REACH`` and ``TABLE_REACH`` from the robot base (a row ends where
+    the next spot would be too far).
+    """
     out = []
     near = container.size[1] / 2 + container.wall + 0.06
-    x, row_y, row_depth = {1: 0.20, -1: 0.20}, {1: near, -1: near}, {1: 0.0, -1: 0.0}
+    x, row_y, row_depth = {1: TABLE_X0, -1: TABLE_X0}, {1: near, -1: near}, {1: 0.0, -1: 0.0}
     for k, item in enumerate(items):
         side = 1 if k % 2 else -1
         turn = item.size[1] > item.size[0]
         length, depth = (item.size[1], item.size[0]) if turn else (item.size[0], item.size[1])
-        if x[side] + length > 0.80:
+        far = math.hypot(x[side] + length / 2, row_y[side] + max(row_depth[side], depth) / 2)
+        if x[side] > TABLE_X0 and (x[side] + length > 0.80 or far > TABLE_REACH):
             row_y[side] += row_depth[side] + 0.04
-            x[side], row_depth[side] = 0.20, 0.0
+            x[side], row_depth[side] = TABLE_X0, 0.0
         row_depth[side] = max(row_depth[side], depth)
-        cx = x[side] + length / 2
         cy = side * (row_y[side] + depth / 2)
+        if math.hypot(x[side] + length / 2, cy) < TABLE_MIN_REACH:   # too close to the base
+            x[side] = max(x[side], math.sqrt(max(TABLE_MIN_REACH ** 2 - cy ** 2, 0.0)) - length / 2)
+        cx = x[side] + length / 2
         yaw = math.pi / 2 if turn else 0.0
         out.append(replace(item, pose=np.array([cx, cy, item.size[2] / 2, yaw])))
         x[side] += length + 0.04

@@ -190,7 +190,7 @@ def clocked(monkeypatch):
     monkeypatch.setattr(pipeline, "time", clock)
     starts = []
 
-    def fake_verify(problem, plan, deadline=None):
+    def fake_verify(problem, plan, deadline=None, reach=True):
         starts.append(clock.now)
         clock.now += fake_verify.verify_s
         reason = "fake: settles apart"

@@ -86,7 +86,8 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
     grip = C.gripper_violation(problem, poses, order)
     out["gripper_clear"] = bool(grip <= 0.0)
     if grip > 0.0 and problem.rules.gripper_clear:
-        reasons.append(f"gripper_clear: fingers hit walls or placed objects by "
+        tool = "the suction cup" if problem.gripper.type == "suction" else "fingers"
+        reasons.append(f"gripper_clear: {tool} hit walls or placed objects by "
                        f"{grip * 1000:.1f} mm in plan order")
     physics_ok = stopped = False
     try:
