@@ -18,7 +18,12 @@ def _error(message: str) -> int:
 def cmd_solve(args: argparse.Namespace) -> int:
     from robot_packer.problem import SceneError, load_scene, save_plan
     from robot_packer.solver import SolverConfig, solve
+    from robot_packer.triangles2d import is_triangles_scene
 
+    if is_triangles_scene(args.scene):      # `domain: triangles2d`: the triangle solvers
+        from robot_packer.solver.triangles.solve import run_solve
+
+        return run_solve(args)
     try:
         problem = load_scene(args.scene)
         config = SolverConfig(solver=args.solver, seed=args.seed, device=args.device,

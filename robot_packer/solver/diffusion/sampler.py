@@ -38,7 +38,8 @@ class Inpaint:
 def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph, num: int,
            config: SamplerConfig, generator: torch.Generator, deadline: float | None = None,
            inpaint: Inpaint | None = None) -> Tensor:
-    """``num`` samples (num, N, 5) of normalised poses for ``graph``, all in one batch.
+    """``num`` samples (num, N, P) of normalised poses for ``graph``, all in one batch
+    (P = the model's ``config.pose_dim``, 5 for pack3d).
 
     ``generator`` may live on the CPU while the model runs on CUDA (same samples on both).
     ``deadline`` (``time.monotonic()``): when it passes, the loop stops and returns the current
@@ -47,7 +48,8 @@ def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph
     level, so the free objects are sampled conditioned on them.
     """
     dev = graph.nodes.device
-    x = noise_like(torch.empty((num, graph.n, POSE_DIM), device=dev), generator)  # 1. x_T ~ N(0, I)
+    pose_dim = int(getattr(getattr(model, "config", None), "pose_dim", POSE_DIM))
+    x = noise_like(torch.empty((num, graph.n, pose_dim), device=dev), generator)  # 1. x_T ~ N(0, I)
     T = schedule.config.train_steps
     hold = _holder(schedule, inpaint, generator)
     for t in schedule.set_timesteps(config.steps).tolist():
