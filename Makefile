@@ -27,6 +27,7 @@ test: venv
 bench: venv
 	bash scripts/bench_all.sh
 	bash scripts/bench_side_by_side.sh
+	bash scripts/bench_domains.sh
 	TIER=hard OBJECTS=4,6,8,10,12 PROBLEMS=10 OUT=docs/bench/hard bash scripts/bench_side_by_side.sh
 
 train: venv

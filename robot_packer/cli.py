@@ -25,10 +25,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
         return run_solve(args)
     try:
+        from robot_packer.domains import get_domain
+
         problem = load_scene(args.scene)
+        domain = get_domain(args.domain)
+        learned = args.solver in ("diffusion", "portfolio")
         config = SolverConfig(solver=args.solver, seed=args.seed, device=args.device,
                               candidates=args.candidates, time_budget_s=args.time_budget,
-                              verify=not args.no_verify)
+                              verify=not args.no_verify and domain.physics,
+                              verify_reach=domain.reach,
+                              options={"domain": domain.name} if learned else {})
         from robot_packer.solver import make_solver
         solver = make_solver(config)
     except (SceneError, ValueError) as exc:
@@ -92,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=64, help="samples per batch")
     p.add_argument("--time-budget", type=float, default=5.0, help="seconds")
     p.add_argument("--no-verify", action="store_true", help="skip PyBullet verification")
+    p.add_argument("--domain", default="pack3d", choices=["pack3d", "qualitative2d", "stack2d"],
+                   help="box domain: picks the diffusion checkpoint and what verification "
+                        "means (stack2d: physics only; qualitative2d: exact only); default "
+                        "pack3d. triangles2d scenes are recognised by their `domain` key")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("verify", help="re-check a plan: exact constraints + PyBullet")

@@ -111,3 +111,32 @@ def test_bench_defaults_to_the_domain_counts_and_refuses_a_hard_2d_tier(tmp_path
     args = parse("--domain", "qualitative2d", "--tier", "hard", "--out", str(tmp_path / "h"))
     assert bench.run_bench(args) == 2
     assert "hard tier exists for pack3d only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["qualitative2d", "stack2d"])
+def test_shipped_checkpoint_solves_a_fresh_problem_of_its_domain(name):
+    """models/<domain>.pt loads (sha256 checked against models/README.md) and its diffusion
+    solver solves a problem from a benchmark seed, never a training one."""
+    problem, _ = get_domain(name).generate(3, np.random.default_rng(10_000_000 + 30_000))
+    config = SolverConfig(solver="diffusion", device="cpu", time_budget_s=10.0, verify=False,
+                          options={"domain": name})
+    plan = solve(problem, config)
+    assert plan.status == "solved", plan.message
+
+
+def test_solve_cli_takes_the_domain(tmp_path):
+    """`robot-packer solve --domain stack2d`: the stack2d checkpoint, physics verification
+    without the robot (reachable stays None)."""
+    import json
+
+    from robot_packer.cli import main
+    from robot_packer.problem import save_scene
+
+    problem, _ = get_domain("stack2d").generate(4, np.random.default_rng(10_000_000 + 40_000))
+    save_scene(problem, tmp_path / "stack.yaml")
+    out = tmp_path / "plan.json"
+    assert main(["solve", str(tmp_path / "stack.yaml"), "--domain", "stack2d", "--out", str(out),
+                 "--time-budget", "10"]) == 0
+    plan = json.loads(out.read_text())
+    assert plan["status"] == "solved" and plan["verification"]["passed"] is True
+    assert plan["verification"]["reachable"] is None

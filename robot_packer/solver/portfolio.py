@@ -42,9 +42,10 @@ class PortfolioSolver:
             raise ValueError(f"portfolio members: unknown {unknown or names!r} "
                              f"(allowed: {', '.join(sorted(set(SOLVERS) - {'portfolio'}))})")
         self.members = {}
+        shared = {k: v for k, v in config.options.items() if k != "members"}  # e.g. domain
         for n in names:
             try:
-                self.members[n] = SOLVERS[n](replace(config, solver=n))
+                self.members[n] = SOLVERS[n](replace(config, solver=n, options=shared))
             except ValueError:
                 if explicit or n != "cpsat":   # only the optional extra may be missing silently
                     raise
