@@ -284,7 +284,7 @@ def run(cfg: BenchConfig, configs: dict | None = None, solvers: dict | None = No
 
 
 def check_triangle_solvers(cfg: BenchConfig) -> None:
-    from robot_packer.solver.triangles.bench import TRIANGLE_SOLVERS
+    from robot_packer.solver.triangles.solve import TRIANGLE_SOLVERS
 
     for name in cfg.solvers:
         if name not in TRIANGLE_SOLVERS:

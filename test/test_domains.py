@@ -140,3 +140,20 @@ def test_solve_cli_takes_the_domain(tmp_path):
     plan = json.loads(out.read_text())
     assert plan["status"] == "solved" and plan["verification"]["passed"] is True
     assert plan["verification"]["reachable"] is None
+
+
+def test_bench_smoke_on_triangles2d(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "tri"
+    args = parse("--domain", "triangles2d", "--smoke", "--no-progress", "--device", "cpu",
+                 "--solvers", "diffusion,rejection", "--budget", "1", "--out", str(out))
+    assert bench.run_bench(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["meta"]["domain"] == "triangles2d" and result["meta"]["verify"] is False
+    assert {r["solver"] for r in result["runs"]} == {"diffusion", "rejection"}
+    assert len(result["passk"]) == 2
+    assert sorted(p.name for p in (out / "scenes").iterdir()) == ["n3_000.json", "n3_001.json"]
+    assert bench.run_bench(parse("--domain", "triangles2d", "--smoke", "--solvers", "heuristic",
+                                 "--out", str(tmp_path / "h"))) == 2
+    assert "does not apply to triangles2d" in capsys.readouterr().err
