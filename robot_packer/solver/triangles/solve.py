@@ -33,7 +33,7 @@ from robot_packer.triangles2d import (Triangle, TriangleProblem, all_satisfied, 
 EXACT_TRIES = 3          # zero-violation candidates exact-checked per round
 # Refinement (Adam steps per round, lr in tray-normalised units, see batched.refine): diffusion
 # samples start close, random starts (cem) need longer strides.
-REFINE = {"diffusion": (100, 0.01), "cem": (150, 0.03)}
+REFINE = {"diffusion": (200, 0.01), "cem": (150, 0.03)}
 REFINE_TOP = {"diffusion": 32, "cem": 65536}   # starts refined per round (best raw violation)
 RESTART_BASES = 8        # diffusion: best candidates an inpainting round re-samples around
 HELD_BELOW = 1e-6        # diffusion: a triangle charged less than this (m) is held
@@ -188,7 +188,7 @@ class _RefiningSolver:
                     start = start[torch.argsort(viol.total(start))[:self.refine_top]]
             poses, v = refine(start, viol, self.refine_steps, self.refine_lr, deadline)
             poses, v = poses.double().cpu().numpy(), v.double().cpu().numpy()
-            samples += len(poses)
+            samples += config.candidates          # drawn, refined or not
             order = np.argsort(v, kind="stable")
             for i in order[:EXACT_TRIES]:
                 if v[i] > 0:
