@@ -121,7 +121,7 @@ def rotation(yaw: np.ndarray) -> np.ndarray:
 
 
 def world_vertices(vertices: np.ndarray, poses: np.ndarray) -> np.ndarray:
-    """(..., n, 3, 2) tray-frame vertices of local ``vertices`` (n, 3, 2) at ``poses`` (..., n, 3)."""
+    """(..., n, 3, 2) tray-frame vertices of local ``vertices`` (n, 3, 2) at poses (..., n, 3)."""
     rot = rotation(poses[..., 2])                                   # (..., n, 2, 2)
     return np.einsum("...ij,...kj->...ki", rot, vertices) + poses[..., None, :2]
 

@@ -28,8 +28,8 @@ torch.set_num_threads(1)
 
 
 def problem(*vertex_lists, tray: float = 0.3) -> T.TriangleProblem:
-    return T.TriangleProblem(tray, tuple(T.Triangle(f"t{i}", np.array(v))
-                                        for i, v in enumerate(vertex_lists)))
+    items = tuple(T.Triangle(f"t{i}", np.array(v)) for i, v in enumerate(vertex_lists))
+    return T.TriangleProblem(tray, items)
 
 
 def verdicts(p: T.TriangleProblem, poses) -> dict:

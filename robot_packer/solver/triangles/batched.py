@@ -42,7 +42,7 @@ def canonical_vertices(v: np.ndarray) -> np.ndarray:
 
 
 def node_features(vertices: np.ndarray, tray: float) -> np.ndarray:
-    """(..., NODE_DIM) float32 features of local triangles (..., 3, 2) in a tray of side ``tray``."""
+    """(..., NODE_DIM) float32 features of local triangles (..., 3, 2), tray side ``tray``."""
     v = canonical_vertices(vertices) / tray
     lengths = np.sort(np.linalg.norm(np.roll(v, -1, axis=-2) - v, axis=-1), -1)
     e1, e2 = v[..., 1, :] - v[..., 0, :], v[..., 2, :] - v[..., 0, :]

@@ -249,7 +249,7 @@ class TriangleDiffusionSolver(_RefiningSolver):
     def samples(self, problem: TriangleProblem, num: int, gen: torch.Generator,
                 deadline: float | None = None, inpaint=None) -> torch.Tensor:
         """``num`` raw samples (num, n, 3) [x, y, yaw] of the model, one batch (``inpaint``:
-        objects held at known poses, see :class:`~robot_packer.solver.diffusion.sampler.Inpaint`)."""
+        objects held at known poses: :class:`robot_packer.solver.diffusion.sampler.Inpaint`)."""
         from robot_packer.solver.diffusion.sampler import sample
 
         graph = build_graph(problem, self.device)

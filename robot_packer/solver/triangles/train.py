@@ -88,7 +88,7 @@ class TriangleData:
             pose = self.poses[n][ids].clone()                              # (b, n, 3)
             sign = (1 - 2 * mirror).float()[:, None]
             pose[..., 0] *= sign                                           # mirror: x -> -x
-            pose[..., 2] *= sign                                           #   yaw -> -yaw
+            pose[..., 2] *= sign                                           # and yaw -> -yaw
             ang = (turn * math.pi / 2)[:, None]
             c, s = torch.cos(ang), torch.sin(ang)
             x, y = pose[..., 0].clone(), pose[..., 1].clone()
