@@ -3,21 +3,24 @@
 # problems, 2 s budget, PyBullet verification on, one torch thread per process.
 # Two single-threaded parts run at once (one per core: diffusion+heuristic, rejection+cem), then
 # the portfolio alone (it races its members in two threads); the parts are then merged.
-# Usage: scripts/bench_side_by_side.sh   (env: PROBLEMS=20, OBJECTS=3,4,5,6,8,10, TIER=standard)
+# Usage: scripts/bench_side_by_side.sh   (env: PROBLEMS=20, OBJECTS=3,4,5,6,8,10, TIER=standard,
+#        FIRST=diffusion,heuristic, SECOND=rejection,cem — the two parallel parts' solvers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 PROBLEMS=${PROBLEMS:-20}
 OBJECTS=${OBJECTS:-3,4,5,6,8,10}
 TIER=${TIER:-standard}
+FIRST=${FIRST:-diffusion,heuristic}
+SECOND=${SECOND:-rejection,cem}
 OUT=${OUT:-docs/bench/side_by_side}
 common=(--domain pack3d --objects "$OBJECTS" --problems "$PROBLEMS" --budget 2.0 --device cpu
         --seed 0 --tier "$TIER" --verify --threads 1 --no-progress)
 mkdir -p "$OUT"
-"$PY" -m robot_packer.bench "${common[@]}" --solvers diffusion,heuristic \
+"$PY" -m robot_packer.bench "${common[@]}" --solvers "$FIRST" \
   --out "$OUT/parts/learned" > "$OUT.learned.log" 2>&1 &
 a=$!
-"$PY" -m robot_packer.bench "${common[@]}" --no-passk --solvers rejection,cem \
+"$PY" -m robot_packer.bench "${common[@]}" --no-passk --solvers "$SECOND" \
   --out "$OUT/parts/sampling" > "$OUT.sampling.log" 2>&1 &
 b=$!
 wait "$a" "$b"
