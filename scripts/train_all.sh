@@ -15,7 +15,7 @@ for domain in $DOMAINS; do
     pack3d)        size=(--steps 30000 --batch 96 --data-size 30000 --data-processes 2) ;;
     qualitative2d) size=(--steps 12000 --batch 96 --data-size 20000) ;;
     stack2d)       size=(--steps 12000 --batch 96 --data-size 10000 --data-processes 2) ;;
-    triangles2d)   size=(--steps 15000 --batch 96 --data-size 20000) ;;
+    triangles2d)   size=(--steps 24000 --batch 96 --data-size 20000) ;;
     *) echo "unknown domain $domain" >&2; exit 2 ;;
   esac
   args=(--domain "$domain" "${size[@]}" --threads 1 --seed 0 --out "models/$domain.pt" "$@")
