@@ -25,4 +25,5 @@ for domain in $DOMAINS; do
   b=$!
   wait "$a" "$b"
   "$PY" -m robot_packer.bench --merge "$out/parts/learned" "$out/parts/sampling" --out "$out"
+  rm -rf "$out"/parts/*/scenes   # the merged folder holds every scene once
 done

@@ -28,3 +28,4 @@ wait "$a" "$b"
   --out "$OUT/parts/portfolio" > "$OUT.portfolio.log" 2>&1
 "$PY" -m robot_packer.bench --merge "$OUT/parts/learned" "$OUT/parts/sampling" \
   "$OUT/parts/portfolio" --out "$OUT"
+rm -rf "$OUT"/parts/*/scenes   # the merged folder holds every scene once
