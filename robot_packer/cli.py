@@ -50,9 +50,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from robot_packer.domains import get_domain
     from robot_packer.sim.cli_verify import run_verify
 
-    return run_verify(args.scene, args.plan, args.out)
+    return run_verify(args.scene, args.plan, args.out, reach=get_domain(args.domain).reach)
 
 
 def cmd_perceive(args: argparse.Namespace) -> int:
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene")
     p.add_argument("plan")
     p.add_argument("--out", default=None, help="verification report JSON (+ PNGs beside it)")
+    p.add_argument("--domain", default="pack3d", choices=["pack3d", "qualitative2d", "stack2d"],
+                   help="stack2d/qualitative2d: physics only, no robot reach check")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("perceive", help="point cloud file -> objects JSON")

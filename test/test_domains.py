@@ -157,3 +157,15 @@ def test_bench_smoke_on_triangles2d(tmp_path, capsys):
     assert bench.run_bench(parse("--domain", "triangles2d", "--smoke", "--solvers", "heuristic",
                                  "--out", str(tmp_path / "h"))) == 2
     assert "does not apply to triangles2d" in capsys.readouterr().err
+
+
+def test_verify_cli_checks_a_stack2d_plan_without_the_robot(tmp_path):
+    from robot_packer.cli import main
+    from robot_packer.problem import save_scene
+
+    problem, _ = get_domain("stack2d").generate(4, np.random.default_rng(10_000_000 + 40_001))
+    save_scene(problem, tmp_path / "stack.yaml")
+    plan = tmp_path / "plan.json"
+    assert main(["solve", str(tmp_path / "stack.yaml"), "--solver", "heuristic", "--domain",
+                 "stack2d", "--out", str(plan), "--time-budget", "10"]) == 0
+    assert main(["verify", str(tmp_path / "stack.yaml"), str(plan), "--domain", "stack2d"]) == 0

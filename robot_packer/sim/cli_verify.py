@@ -19,8 +19,9 @@ EXIT_PASSED, EXIT_INVALID, EXIT_FAILED = 0, 2, 3
 
 
 def run_verify(scene_path: str | Path, plan_path: str | Path,
-               out_path: str | Path | None = None) -> int:
-    """Verify a plan file against a scene file; returns the process exit code."""
+               out_path: str | Path | None = None, reach: bool = True) -> int:
+    """Verify a plan file against a scene file; returns the process exit code. ``reach=False``
+    leaves the robot out (``--domain stack2d``: physics only)."""
     from robot_packer.sim.verify import verify_plan
 
     try:
@@ -29,7 +30,7 @@ def run_verify(scene_path: str | Path, plan_path: str | Path,
         extra = sorted(set(plan.placements) - set(problem.ids))
         if extra:
             raise SceneError(f"plan.placements.{extra[0]}: not an object of the scene")
-        result = verify_plan(problem, plan)
+        result = verify_plan(problem, plan, reach=reach)
     except SceneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
