@@ -97,15 +97,22 @@ class Solver(Protocol):
 SOLVERS: dict[str, type] = {}
 
 
-def register_solver(name: str):
-    """Class decorator: add a solver to ``SOLVERS``; a duplicate name raises ``ValueError``."""
-    def deco(cls):
-        if name in SOLVERS:
-            raise ValueError(f"solver {name!r} is already registered")
-        cls.name = name
-        SOLVERS[name] = cls
-        return cls
-    return deco
+def registrar(registry: dict[str, type], kind: str):
+    """``register(name)``: a class decorator adding the class to ``registry`` under ``name``
+    (and setting its ``name``); a duplicate name raises ``ValueError`` naming the ``kind``."""
+    def register(name: str):
+        def deco(cls):
+            if name in registry:
+                raise ValueError(f"{kind} {name!r} is already registered")
+            cls.name = name
+            registry[name] = cls
+            return cls
+        return deco
+    return register
+
+
+# Class decorator: add a solver to ``SOLVERS``; a duplicate name raises ``ValueError``.
+register_solver = registrar(SOLVERS, "solver")
 
 
 def make_solver(config: SolverConfig) -> Solver:

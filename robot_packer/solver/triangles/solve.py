@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_packer.solver.base import SolverConfig, resolve_device
+from robot_packer.solver.base import SolverConfig, registrar, resolve_device
 from robot_packer.solver.triangles.batched import (BatchedViolations, build_graph, denormalise,
                                                    normalise, refine)
 from robot_packer.triangles2d import (Triangle, TriangleProblem, all_satisfied, check,
@@ -42,17 +42,8 @@ REJECT_LIMIT = 300       # rejection: failed tries before restarting from an emp
 REJECT_CHUNK = 64        # rejection: poses drawn (and checked) at once for one triangle
 
 TRIANGLE_SOLVERS: dict[str, type] = {}
-
-
-def register(name: str):
-    """Class decorator filling ``TRIANGLE_SOLVERS``; a duplicate name raises ValueError."""
-    def deco(cls):
-        if name in TRIANGLE_SOLVERS:
-            raise ValueError(f"triangles2d solver {name!r} is already registered")
-        cls.name = name
-        TRIANGLE_SOLVERS[name] = cls
-        return cls
-    return deco
+# Class decorator filling ``TRIANGLE_SOLVERS``; a duplicate name raises ValueError.
+register = registrar(TRIANGLE_SOLVERS, "triangles2d solver")
 
 
 @dataclass(frozen=True)
