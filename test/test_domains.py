@@ -1,5 +1,6 @@
 """The box domains: generators that keep their promises, and the benchmark/training plumbing."""
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from robot_packer.datagen import label_relations
 from robot_packer.domains import DOMAINS, PLANAR_RELATIONS, get_domain
 from robot_packer.solver import SolverConfig, solve
 from robot_packer.solver.diffusion.data import make_record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def problems(name, n, count=4):
@@ -169,3 +172,18 @@ def test_verify_cli_checks_a_stack2d_plan_without_the_robot(tmp_path):
     assert main(["solve", str(tmp_path / "stack.yaml"), "--solver", "heuristic", "--domain",
                  "stack2d", "--out", str(plan), "--time-budget", "10"]) == 0
     assert main(["verify", str(tmp_path / "stack.yaml"), str(plan), "--domain", "stack2d"]) == 0
+
+
+@pytest.mark.parametrize("domain", ["pack3d", "qualitative2d", "stack2d", "triangles2d"])
+def test_every_domain_ships_a_listed_weights_only_checkpoint_under_20_mb(domain):
+    """models/<domain>.pt: listed with its sha256 in the model card, config + state dict only
+    (loads with weights_only=True), at most 20 MB."""
+    import torch
+
+    from robot_packer.solver.diffusion.checkpoint import listed_sha256, sha256_of
+
+    path = ROOT / "models" / f"{domain}.pt"
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    assert listed_sha256(ROOT / "models" / "README.md", path.name) == sha256_of(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(blob) == {"config", "state_dict"} and blob["config"]["domain"] == domain
