@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -204,10 +205,8 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
 
     from robot_packer.domains import get_domain
 
-    if cfg.tier == "hard":
-        generate = lambda n, rng: datagen.generate(n, rng, datagen.HARD)  # noqa: E731
-    else:
-        generate = get_domain(cfg.domain).generate
+    generate = (partial(datagen.generate, cfg=datagen.HARD) if cfg.tier == "hard"
+                else get_domain(cfg.domain).generate)
     problems, seeds, j = [], [], 0
     while len(problems) < cfg.problems:
         if j >= 10_000:
