@@ -103,7 +103,7 @@ def stack2d(n: int, rng: np.random.Generator) -> tuple[PackingProblem, np.ndarra
 
 
 DOMAINS: dict[str, Domain] = {
-    "pack3d": Domain("pack3d", lambda n, rng: generate(n, rng), (2, 5), (3, 4, 5, 6, 8, 10),
+    "pack3d": Domain("pack3d", generate, (2, 5), (3, 4, 5, 6, 8, 10),
                      physics=True, reach=True, train_generate=pack3d_training),
     "qualitative2d": Domain("qualitative2d", qualitative2d, (2, 4), (2, 3, 4, 5), physics=False),
     "stack2d": Domain("stack2d", stack2d, (2, 4), (4, 5, 6, 7), physics=True,
