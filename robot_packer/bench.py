@@ -191,35 +191,50 @@ def check_verifier() -> None:
 
 def problem_seed(cfg: BenchConfig, n: int, j: int) -> int:
     """The ``j``-th candidate seed for ``n`` objects: >= TEST_SEED_BASE, never a training seed."""
-    return TEST_SEED_BASE + 1_000_000 * cfg.seed + 10_000 * n + j
+    return case_seed(cfg.seed, n, j)
+
+
+def case_seed(seed: int, n: int, j: int) -> int:
+    """The ``j``-th candidate problem seed for ``n`` objects of benchmark seed ``seed``."""
+    return TEST_SEED_BASE + 1_000_000 * seed + 10_000 * n + j
 
 
 def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
-    """The ``cfg.problems`` problems with ``n`` objects (saved as scenes) and their seeds.
-
-    Problem k comes from the k-th seed of the sequence :func:`problem_seed` (n, 0), (n, 1), ...
-    for which the generator succeeds; the rare seeds it gives up on are skipped.
-    """
+    """The ``cfg.problems`` problems with ``n`` objects (saved as scenes) and their seeds."""
     from robot_packer import datagen
-    from robot_packer.problem import save_scene
-
     from robot_packer.domains import get_domain
+    from robot_packer.problem import save_scene
 
     generate = (partial(datagen.generate, cfg=datagen.HARD) if cfg.tier == "hard"
                 else get_domain(cfg.domain).generate)
+    scenes = Path(cfg.out) / "scenes"
+
+    def save(problem, k: int) -> None:
+        save_scene(problem, scenes / f"{case_name(n, k)}.yaml")
+
+    return generate_cases(n, cfg.problems, cfg.seed, generate, save)
+
+
+def generate_cases(n: int, count: int, seed: int, generate, save) -> tuple[list, list[int]]:
+    """``count`` problems with ``n`` objects and their seeds; ``save(problem, k)`` writes case k.
+
+    Problem k comes from the k-th seed of the sequence :func:`case_seed` (n, 0), (n, 1), ...
+    for which ``generate(n, rng)`` succeeds; the rare seeds it gives up on (RuntimeError) are
+    skipped. Every domain's benchmark draws its problems here.
+    """
     problems, seeds, j = [], [], 0
-    while len(problems) < cfg.problems:
+    while len(problems) < count:
         if j >= 10_000:
             raise RuntimeError(f"the generator failed on too many {n}-object seeds")
-        seed = problem_seed(cfg, n, j)
+        s = case_seed(seed, n, j)
         j += 1
         try:
-            problem, _ = generate(n, np.random.default_rng(seed))
+            problem, _ = generate(n, np.random.default_rng(s))
         except RuntimeError:      # the generator gave up on this seed: take the next one
             continue
-        save_scene(problem, Path(cfg.out) / "scenes" / f"{case_name(n, len(problems))}.yaml")
+        save(problem, len(problems))
         problems.append(problem)
-        seeds.append(seed)
+        seeds.append(s)
     return problems, seeds
 
 

@@ -86,6 +86,10 @@ def _solver_names() -> list[str]:
     return sorted(SOLVERS)
 
 
+# The box domains of robot_packer.domains (named here: building the parser must not import torch).
+BOX_DOMAINS = ("pack3d", "qualitative2d", "stack2d")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-packer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -99,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=64, help="samples per batch")
     p.add_argument("--time-budget", type=float, default=5.0, help="seconds")
     p.add_argument("--no-verify", action="store_true", help="skip PyBullet verification")
-    p.add_argument("--domain", default="pack3d", choices=["pack3d", "qualitative2d", "stack2d"],
+    p.add_argument("--domain", default="pack3d", choices=BOX_DOMAINS,
                    help="box domain: picks the diffusion checkpoint and what verification "
                         "means (stack2d: physics only; qualitative2d: exact only); default "
                         "pack3d. triangles2d scenes are recognised by their `domain` key")
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene")
     p.add_argument("plan")
     p.add_argument("--out", default=None, help="verification report JSON (+ PNGs beside it)")
-    p.add_argument("--domain", default="pack3d", choices=["pack3d", "qualitative2d", "stack2d"],
+    p.add_argument("--domain", default="pack3d", choices=BOX_DOMAINS,
                    help="stack2d/qualitative2d: physics only, no robot reach check")
     p.set_defaults(func=cmd_verify)
 

@@ -187,3 +187,9 @@ def test_every_domain_ships_a_listed_weights_only_checkpoint_under_20_mb(domain)
     assert listed_sha256(ROOT / "models" / "README.md", path.name) == sha256_of(path)
     blob = torch.load(path, map_location="cpu", weights_only=True)
     assert set(blob) == {"config", "state_dict"} and blob["config"]["domain"] == domain
+
+
+def test_the_cli_knows_every_box_domain():
+    from robot_packer.cli import BOX_DOMAINS
+
+    assert set(BOX_DOMAINS) == set(DOMAINS)

@@ -14,44 +14,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
+from robot_packer.bench import case_name, generate_cases
 from robot_packer.solver.base import SolverConfig
 from robot_packer.solver.triangles.solve import make_triangle_solver, solve_triangles
 from robot_packer.triangles2d import all_satisfied, check, generate, save_scene
 
-TEST_SEED_BASE = 10_000_000
 PASSK_SAMPLES = 10
 WARM_UP_S = 0.5
 
 
-def problem_seed(seed: int, n: int, j: int) -> int:
-    """The ``j``-th candidate seed for ``n`` objects (same scheme as robot_packer.bench)."""
-    return TEST_SEED_BASE + 1_000_000 * seed + 10_000 * n + j
-
-
 def make_problems(n: int, problems: int, seed: int, out: str) -> tuple[list, list[int]]:
-    """``problems`` generated problems with ``n`` triangles (saved as scenes) and their seeds;
-    seeds the generator gives up on are skipped."""
-    found, seeds, j = [], [], 0
-    while len(found) < problems:
-        if j >= 10_000:
-            raise RuntimeError(f"the triangles2d generator failed on too many {n}-object seeds")
-        s = problem_seed(seed, n, j)
-        j += 1
-        try:
-            problem, _ = generate(n, np.random.default_rng(s))
-        except RuntimeError:
-            continue
-        save_scene(problem, Path(out) / "scenes" / f"{case_name(n, len(found))}.json")
-        found.append(problem)
-        seeds.append(s)
-    return found, seeds
+    """``problems`` generated problems with ``n`` triangles (saved as scenes) and their seeds,
+    drawn like every domain's (:func:`robot_packer.bench.generate_cases`)."""
+    scenes = Path(out) / "scenes"
 
+    def save(problem, k: int) -> None:
+        save_scene(problem, scenes / f"{case_name(n, k)}.json")
 
-def case_name(n: int, k: int) -> str:
-    return f"n{n}_{k:03d}"
+    return generate_cases(n, problems, seed, generate, save)
 
 
 def run_one(problem, config: SolverConfig, solver, n: int, k: int, seed: int) -> dict:
