@@ -96,6 +96,75 @@ def _restart_plan(restart: int, orders: list[list[int]], n: int, rng: np.random.
     return (orders[restart - k] if restart < 2 * k else order), corner, noise
 
 
+def extreme_points(problem: PackingProblem, checker: PartialChecker, i: int) -> torch.Tensor:
+    """(K, 3) candidate (x, y, yaw) of object i after ``checker.placed``, yaw 0 and 90°: every
+    combination of an x and a y that puts the object, its fingers or its whole gripper against a
+    wall or a placed box's face (touching, or at the ``away_from`` distance), or at a coordinate
+    a relation suggests, inside the container."""
+    L, W, _ = problem.container.size
+    gaps = [TOUCH, C.TOL.away + TOUCH]
+    placed = checker.poses[checker.placed].numpy()
+    psz = problem.sizes[checker.placed]
+    rows = []
+    for yaw in (0.0, math.pi / 2):
+        env = envelopes(problem, checker.geom, i, yaw)
+        hx, hy = env[0][0], env[0][2]
+        xs = (_face_coords(0, placed, psz, L, [e[:2] for e in env], gaps)
+              + _relation_coords(problem, checker, i, 0, hx))
+        ys = (_face_coords(1, placed, psz, W, [e[2:] for e in env], gaps)
+              + _relation_coords(problem, checker, i, 1, hy))
+        xs = np.unique(np.round([x for x in xs if abs(x) <= L / 2 - hx + 1e-9], 6))
+        ys = np.unique(np.round([y for y in ys if abs(y) <= W / 2 - hy + 1e-9], 6))
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")
+        rows.append(np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, yaw)], -1))
+    return torch.as_tensor(np.concatenate(rows))
+
+
+def with_resting_z(checker: PartialChecker, i: int, xyy: torch.Tensor) -> torch.Tensor:
+    """(K, 4) poses of object i at the (x, y, yaw) rows of ``xyy``, resting on what is under it."""
+    z = checker.resting_z(i, xyy)
+    return torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
+
+
+def _face_coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
+    """Centre coordinates along one axis that put the object, its fingers or its gripper
+    (``reach``: (below, above) extents) against a wall or a placed box's face."""
+    out = []
+    for below, above in reach:
+        out += [-extent / 2 + below, extent / 2 - above]
+        for pose, size in zip(placed, psz):
+            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
+            half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0
+                          else (s * size[0] + c * size[1]))
+            for g in gaps:
+                out += [pose[axis] + half + below + g, pose[axis] - half - above - g]
+    h_lo, h_hi = reach[0]
+    for pose, size in zip(placed, psz):            # flush with its faces (stacking)
+        c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
+        half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0 else (s * size[0] + c * size[1]))
+        out += [pose[axis] - half + h_lo, pose[axis] + half - h_hi]
+    return out
+
+
+def _relation_coords(problem, checker, i, axis, h) -> list[float]:
+    """Coordinates suggested by relations: a placed partner's centre, region edges."""
+    out = []
+    bounds = C.region_bounds(torch.tensor(np.array(problem.container.size))).numpy()
+    for con in problem.constraints:
+        args = [problem.index(a) for a in con.args[:1 if con.name == "region" else 2]]
+        if i not in args:
+            continue
+        if con.name == "region":
+            lo, hi = bounds[REGIONS.index(con.args[1]), 2 * axis: 2 * axis + 2]
+            out += [lo + h + TOUCH, hi - h - TOUCH]
+            continue
+        other = args[1] if args[0] == i else args[0]
+        if other in checker.placed and con.name in _CENTRED:
+            c = float(checker.poses[other, axis])
+            out += [c, c - 0.9 * C.TOL.aligned, c + 0.9 * C.TOL.aligned]
+    return out
+
+
 @register_solver("heuristic")
 class HeuristicSolver:
     """Deepest-bottom-left fill over extreme points (see the module docstring)."""
@@ -136,7 +205,7 @@ class HeuristicSolver:
         violating one, so the attempt still yields a complete (rankable) placement."""
         checker.reset()
         for i in order:
-            cand = self._candidates(problem, checker, i)
+            cand = with_resting_z(checker, i, extreme_points(problem, checker, i))
             v = checker.violation(i, cand).numpy()
             ok = v <= 0.0
             if ok.any():
@@ -147,67 +216,6 @@ class HeuristicSolver:
                 pick = int(np.argmin(v))
             checker.place(i, cand[pick])
         return checker.poses.numpy().copy()
-
-    def _candidates(self, problem, checker, i) -> torch.Tensor:
-        """(K, 4) extreme-point poses of object i at yaw 0 and 90°, resting height z."""
-        L, W, _ = problem.container.size
-        gaps = [TOUCH, C.TOL.away + TOUCH]
-        placed = checker.poses[checker.placed].numpy()
-        psz = problem.sizes[checker.placed]
-        rows = []
-        for yaw in (0.0, math.pi / 2):
-            env = envelopes(problem, checker.geom, i, yaw)
-            hx, hy = env[0][0], env[0][2]
-            xs = (self._coords(0, placed, psz, L, [e[:2] for e in env], gaps)
-                  + self._related(problem, checker, i, 0, hx))
-            ys = (self._coords(1, placed, psz, W, [e[2:] for e in env], gaps)
-                  + self._related(problem, checker, i, 1, hy))
-            xs = np.unique(np.round([x for x in xs if abs(x) <= L / 2 - hx + 1e-9], 6))
-            ys = np.unique(np.round([y for y in ys if abs(y) <= W / 2 - hy + 1e-9], 6))
-            gx, gy = np.meshgrid(xs, ys, indexing="ij")
-            rows.append(np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, yaw)], -1))
-        xyy = torch.as_tensor(np.concatenate(rows))
-        z = checker.resting_z(i, xyy)
-        return torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
-
-    @staticmethod
-    def _coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
-        """Centre coordinates along one axis that put the object, its fingers or its gripper
-        (``reach``: (below, above) extents) against a wall or a placed box's face."""
-        out = []
-        for below, above in reach:
-            out += [-extent / 2 + below, extent / 2 - above]
-            for pose, size in zip(placed, psz):
-                c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
-                half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0
-                              else (s * size[0] + c * size[1]))
-                for g in gaps:
-                    out += [pose[axis] + half + below + g, pose[axis] - half - above - g]
-        h_lo, h_hi = reach[0]
-        for pose, size in zip(placed, psz):            # flush with its faces (stacking)
-            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
-            half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0 else (s * size[0] + c * size[1]))
-            out += [pose[axis] - half + h_lo, pose[axis] + half - h_hi]
-        return out
-
-    @staticmethod
-    def _related(problem, checker, i, axis, h) -> list[float]:
-        """Coordinates suggested by relations: a placed partner's centre, region edges."""
-        out = []
-        bounds = C.region_bounds(torch.tensor(np.array(problem.container.size))).numpy()
-        for con in problem.constraints:
-            args = [problem.index(a) for a in con.args[:1 if con.name == "region" else 2]]
-            if i not in args:
-                continue
-            if con.name == "region":
-                lo, hi = bounds[REGIONS.index(con.args[1]), 2 * axis: 2 * axis + 2]
-                out += [lo + h + TOUCH, hi - h - TOUCH]
-                continue
-            other = args[1] if args[0] == i else args[0]
-            if other in checker.placed and con.name in _CENTRED:
-                c = float(checker.poses[other, axis])
-                out += [c, c - 0.9 * C.TOL.aligned, c + 0.9 * C.TOL.aligned]
-        return out
 
     @staticmethod
     def _score(problem, checker, i, cand, corner) -> np.ndarray:

@@ -117,9 +117,11 @@ class PartialChecker:
                 v = v + C.REGISTRY[name].violation(full, g, torch.tensor(keep)).sum(-1)
         if "gripper_clear" in self.cp.edges:
             v = v + self.grasp_excess[i] + C.finger_wall_violation(cand, s[i].expand(b, 3), g)
-            for j in self.placed:
-                v = v + C.finger_object_violation(cand, s[i].expand(b, 3),
-                                                  self.poses[j].expand(b, 4), s[j].expand(b, 3), g)
+            if self.placed:                # every placed box at once: (b, k) pairs
+                j, k = torch.tensor(self.placed), len(self.placed)
+                v = v + C.finger_object_violation(
+                    cand[:, None].expand(b, k, 4), s[i].expand(b, k, 3),
+                    self.poses[j][None].expand(b, k, 4), s[j][None].expand(b, k, 3), g).sum(-1)
         return v
 
 

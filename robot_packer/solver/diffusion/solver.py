@@ -12,6 +12,9 @@ on the composed model; ``fresh``: every round samples all objects anew),
 ``settle`` (default true: zero-violation candidates are exact-checked dropped onto their
 supports first), ``support_margin`` (default 0.01 m: the refinement asks every stacked centre to
 be that far inside its support, a robustness margin the exact checker does not require),
+``decode`` (default 16: each round, the best that many samples by composed violation are first
+decoded into exact placements along their layout, :mod:`robot_packer.solver.decode`, before
+any gradient refinement; 0: the paper's pipeline, samples refined only),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
+from robot_packer.solver.decode import decode
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
@@ -32,6 +36,7 @@ from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
+from robot_packer.solver.rejection import PartialChecker
 from robot_packer.solver.refine import project, refine
 
 
@@ -61,6 +66,7 @@ class DiffusionOptions:
     restart: str = "inpaint"      # "fresh": every round samples every object anew
     settle: bool = True           # exact-check candidates dropped onto their supports first
     support_margin: float = 0.01  # refine towards centres this far inside their supports (m)
+    decode: int = 16              # samples per round decoded along their layout (0: none)
 
     @classmethod
     def from_dict(cls, options: dict) -> "DiffusionOptions":
@@ -74,6 +80,8 @@ class DiffusionOptions:
             raise ValueError(f"options.init: must be 'diffusion' or 'random', got {out.init!r}")
         if out.restart not in ("inpaint", "fresh"):
             raise ValueError(f"options.restart: must be 'inpaint' or 'fresh', got {out.restart!r}")
+        if not (isinstance(out.decode, int) and out.decode >= 0):
+            raise ValueError(f"options.decode: must be an integer >= 0, got {out.decode!r}")
         return out
 
     def sampler(self) -> SamplerConfig:
@@ -109,26 +117,54 @@ class DiffusionSolver:
         compiled = compile_problem(problem, self.device,
                                    support_margin=self.options.support_margin)
         max_rounds = int(config.options.get("max_rounds", 1000))
-        found, vals, samples, timed_out = [], [], 0, False
+        checker = PartialChecker(problem) if self.options.decode else None
+        found, vals, orders, samples, timed_out = [], [], [], 0, False
         for r in range(max_rounds):       # smart restarts: new batches while time remains
             t0 = time.monotonic()
             inpaint = None
             if r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
                 inpaint = self.held_objects(graph, compiled, np.concatenate(found),
                                             np.concatenate(vals), config.candidates)
-            poses = self.round(graph, compiled, problem, config.candidates, gen, deadline, inpaint)
+            raw = self.draw(graph, config.candidates, gen, deadline, inpaint)
+            samples += config.candidates
+            with torch.no_grad():
+                v_raw = compiled.total(raw)
+            if checker is not None:
+                exact = self.decoded(problem, checker, raw, v_raw, deadline)
+                if exact is not None:
+                    found.append(exact[0][None])
+                    vals.append(np.zeros(1))
+                    orders.append(np.array(exact[1])[None])
+                    break
+            poses = self.refined(compiled, problem, raw, v_raw, deadline)
             v = compiled.total(poses).detach()
             solved = self.exactly_solved(problem, poses, v)
             found.append(poses.cpu().numpy())
             vals.append(v.cpu().numpy())
-            samples += config.candidates
+            orders.append(np.full(poses.shape[:2], -1))
             if solved:
                 break
             left = deadline - time.monotonic()
             if left < RESTART_SHARE * (time.monotonic() - t0):   # no time for a useful round
                 timed_out = True
                 break
-        return ranked(np.concatenate(found), np.concatenate(vals), samples, timed_out)
+        return ranked(np.concatenate(found), np.concatenate(vals), samples, timed_out,
+                      orders=np.concatenate(orders))
+
+    def decoded(self, problem: PackingProblem, checker: PartialChecker, raw: torch.Tensor,
+                v: torch.Tensor, deadline: float) -> tuple[np.ndarray, list[int]] | None:
+        """The first of the ``decode`` lowest-violation samples whose layout decodes into a
+        placement the exact checker accepts (yaws snapped to quarter turns), with its placing
+        order; None when none does before the deadline."""
+        layouts = raw[torch.argsort(v)[:self.options.decode]].double().cpu().numpy()
+        layouts[..., 3] = np.round(layouts[..., 3] / (math.pi / 2)) * (math.pi / 2)
+        for layout in layouts:
+            if time.monotonic() >= deadline:
+                break
+            out = decode(problem, checker, layout)
+            if out is not None and all_satisfied(check(problem, out[0], out[1])):
+                return out
+        return None
 
     def exactly_solved(self, problem: PackingProblem, poses: torch.Tensor, v: torch.Tensor,
                        tries: int = 3) -> bool:
@@ -184,20 +220,21 @@ class DiffusionSolver:
         fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
         return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
-    def round(self, graph, compiled, problem, num: int, gen: torch.Generator,
-              deadline: float, inpaint: Inpaint | None = None) -> torch.Tensor:
-        """One batch: sample (the free objects only, with ``inpaint``), pick the best
-        ``refine_top`` by violation, refine them (metres)."""
-        opts = self.options
-        if opts.init == "random":
+    def draw(self, graph, num: int, gen: torch.Generator, deadline: float,
+             inpaint: Inpaint | None = None) -> torch.Tensor:
+        """One batch of ``num`` samples (metres): the free objects only, with ``inpaint``."""
+        if self.options.init == "random":
             x = (torch.rand((num, graph.n, 5), generator=gen) * 2 - 1).to(graph.nodes.device)
         else:
             cfg = self.fitted_sampler(graph, num, deadline)
             x = sample(self.model, self.schedule, graph, num, cfg, gen, deadline, inpaint)
-        poses = denormalise(x, graph.box)
-        with torch.no_grad():
-            v = compiled.total(poses)
-        top = poses[torch.argsort(v)[:min(opts.refine_top, num)]]
+        return denormalise(x, graph.box)
+
+    def refined(self, compiled, problem, poses: torch.Tensor, v: torch.Tensor,
+                deadline: float) -> torch.Tensor:
+        """The best ``refine_top`` samples by violation ``v``, refined (metres)."""
+        opts = self.options
+        top = poses[torch.argsort(v)[:min(opts.refine_top, len(poses))]]
         if opts.snap_yaw:                 # try both: raw yaw and the nearest quarter turn
             snapped = top.clone()
             snapped[..., 3] = torch.round(snapped[..., 3] / (math.pi / 2)) * (math.pi / 2)

@@ -168,9 +168,12 @@ def validate(model, problems, device, candidates: int = 32) -> float:
     ok = 0
     model.eval()
     for problem, _ in problems:
-        poses = solver.round(build_graph(problem, device), compile_problem(problem, device),
-                             problem, candidates, gen, time.monotonic() + 60)
-        v = compile_problem(problem, device).total(poses)
+        compiled = compile_problem(problem, device)
+        raw = solver.draw(build_graph(problem, device), candidates, gen, time.monotonic() + 60)
+        with torch.no_grad():
+            v = compiled.total(raw)
+        poses = solver.refined(compiled, problem, raw, v, time.monotonic() + 60)
+        v = compiled.total(poses)
         best = poses[int(torch.argmin(v))].double().cpu().numpy()
         ok += all_satisfied(check(problem, best))
     model.train()
