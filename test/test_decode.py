@@ -10,12 +10,13 @@ import pytest
 import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
 from robot_packer import constraints as C
 from robot_packer import datagen
-from robot_packer.problem import Container, Item, PackingProblem
+from robot_packer.problem import Container, Item, PackingProblem, Rules
 from robot_packer.solver import SolverConfig, make_solver, solve
-from robot_packer.solver.decode import decode, layout_order
+from robot_packer.solver.decode import decode, decode_exact, layout_order
 from robot_packer.solver.rejection import PartialChecker
 
 SEED = 10_000_500          # benchmark-range seeds: never training problems
+NO_GRIPPER = Rules(gripper_clear=False)   # hand-made boxes flush with the walls
 
 
 def dense(n: int, k: int):
@@ -31,7 +32,7 @@ def test_a_known_solution_decodes_into_an_exact_placement():
         problem, known = dense(6, k)
         shaken = known + np.concatenate([rng.normal(0, 0.01, (6, 2)), np.zeros((6, 2))], 1)
         assert not C.all_satisfied(C.check(problem, shaken))
-        out = decode(problem, PartialChecker(problem), shaken)
+        out = decode_exact(problem, PartialChecker(problem), shaken)
         if out is not None:
             poses, order = out
             assert sorted(order) == list(range(6))
@@ -57,9 +58,28 @@ def test_an_object_with_no_room_ends_the_decode():
     """Two boxes each filling the tote's floor and height: the second has no extreme point."""
     box = dict(size=(0.30, 0.20, 0.10), mass=1.0)
     problem = PackingProblem(Container(size=(0.302, 0.202, 0.12)),
-                             [Item(id="a", **box), Item(id="b", **box)], [])
+                             [Item(id="a", **box), Item(id="b", **box)], [], NO_GRIPPER)
     layout = np.array([[0.0, 0.0, 0.05, 0.0], [0.0, 0.0, 0.05, math.pi / 2]])
-    assert decode(problem, PartialChecker(problem), layout) is None
+    out = decode(problem, PartialChecker(problem), layout)
+    assert out.poses is None and out.stuck == out.order[1]
+    assert decode_exact(problem, PartialChecker(problem), layout) is None
+
+
+def test_a_stuck_object_is_placed_first_on_the_next_try():
+    """A big box whose layout position comes last finds no room after the small ones spread
+    out; the re-decode places it first, and then everything fits."""
+    big, small = dict(size=(0.20, 0.20, 0.10), mass=1.0), dict(size=(0.10, 0.10, 0.10), mass=1.0)
+    problem = PackingProblem(Container(size=(0.302, 0.202, 0.12)),
+                             [Item(id="s1", **small), Item(id="s2", **small),
+                              Item(id="b", **big)], [], NO_GRIPPER)
+    # the layout puts the small boxes near the middle, the big one at the +x end
+    layout = np.array([[-0.01, -0.05, 0.05, 0.0], [-0.01, 0.05, 0.05, 0.0],
+                       [0.10, 0.0, 0.05, 0.0]])
+    first = decode(problem, PartialChecker(problem), layout)
+    assert first.poses is None and first.stuck == 2      # the second small one took the middle
+    poses, order = decode_exact(problem, PartialChecker(problem), layout)
+    assert order[0] == 2
+    assert C.all_satisfied(C.check(problem, poses, order))
 
 
 def test_decoded_plans_carry_their_placing_order_and_pass_the_pipeline():

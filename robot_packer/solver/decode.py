@@ -10,23 +10,28 @@ to where the sample put it: horizontal distance, plus ``Z_WEIGHT`` times the hei
 plus ``YAW_PENALTY`` when it turns the object by a quarter. All of an object's candidates are
 checked in one batch (nearest-first chunks were slower: near a dense layout most nearest points
 fail, and each batch has a fixed cost). An object with no passing candidate ends the decode (a
-complete but infeasible placement would only be discarded).
+complete but infeasible placement would only be discarded); :func:`decode_exact` then tries the
+same layout again with that object placed first.
 """
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from robot_packer import constraints as C
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.heuristic import extreme_points, respect_on, with_resting_z
 from robot_packer.solver.rejection import PartialChecker
 
 Z_WEIGHT = 2.0       # metres of horizontal distance one metre of height difference costs
 YAW_PENALTY = 0.05   # metres a quarter turn away from the sample's yaw costs
-NEAREST = 128       # candidates checked first (nearest); the rest only if none passes
+NEAREST = 128        # candidates checked first (nearest); the rest only if none passes
 LEVEL = 0.01         # bottom heights within this (m) count as one level when ordering
+BUMPS = 2            # re-decodes with the stuck object moved to the front
 
 
 def layout_order(problem: PackingProblem, layout: np.ndarray) -> list[int]:
@@ -39,18 +44,53 @@ def layout_order(problem: PackingProblem, layout: np.ndarray) -> list[int]:
     return respect_on(problem, order)
 
 
-def decode(problem: PackingProblem, checker: PartialChecker,
-           layout: np.ndarray) -> tuple[np.ndarray, list[int]] | None:
-    """An exact placement (n, 4) following ``layout`` (n, 4) and its placing order, or None when
-    some object has no passing extreme point (``checker`` is reset and reused)."""
-    order = layout_order(problem, layout)
+@dataclass(frozen=True)
+class Decoded:
+    """One decode: the placing order tried, the placement when every object found a place, else
+    the first object that found none."""
+
+    order: list[int]
+    poses: np.ndarray | None = None
+    stuck: int | None = None
+
+
+def decode(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
+           order: list[int] | None = None) -> Decoded:
+    """Place every object in ``order`` (default :func:`layout_order`) at its passing extreme
+    point nearest to ``layout`` (n, 4); stops at the first object with none (``checker`` is
+    reset and reused)."""
+    order = layout_order(problem, layout) if order is None else order
     checker.reset()
     for i in order:
         pose = _nearest_passing(problem, checker, i, layout[i])
         if pose is None:
-            return None
+            return Decoded(order, stuck=i)
         checker.place(i, pose)
-    return checker.poses.numpy().copy(), order
+    return Decoded(order, checker.poses.numpy().copy())
+
+
+def decode_exact(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
+                 bumps: int = BUMPS, deadline: float = math.inf
+                 ) -> tuple[np.ndarray, list[int]] | None:
+    """An exact placement (n, 4) along ``layout`` and its placing order, or None.
+
+    A decode that gets stuck is tried again with the stuck object moved to the front of the
+    order (at most ``bumps`` times, "squeaky wheel": a large box left for last finds no room,
+    a box placed first always does); a complete placement must pass the full exact checker.
+    """
+    order = None
+    for _ in range(1 + bumps):
+        if time.monotonic() >= deadline:
+            break
+        out = decode(problem, checker, layout, order)
+        if out.poses is not None:
+            if C.all_satisfied(C.check(problem, out.poses, out.order)):
+                return out.poses, out.order
+            break
+        order = respect_on(problem, [out.stuck] + [i for i in out.order if i != out.stuck])
+        if order[0] != out.stuck:      # it must wait for its base: bumping cannot help
+            break
+    return None
 
 
 def _nearest_passing(problem, checker, i, target) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
-from robot_packer.solver.decode import decode
+from robot_packer.solver.decode import decode_exact
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
@@ -161,8 +161,8 @@ class DiffusionSolver:
         for layout in layouts:
             if time.monotonic() >= deadline:
                 break
-            out = decode(problem, checker, layout)
-            if out is not None and all_satisfied(check(problem, out[0], out[1])):
+            out = decode_exact(problem, checker, layout, deadline=deadline)
+            if out is not None:
                 return out
         return None
 
