@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
 from robot_packer import constraints as C
@@ -33,8 +34,8 @@ def test_a_known_solution_decodes_into_an_exact_placement():
         shaken = known + np.concatenate([rng.normal(0, 0.01, (6, 2)), np.zeros((6, 2))], 1)
         assert not C.all_satisfied(C.check(problem, shaken))
         out = decode_exact(problem, PartialChecker(problem), shaken)
-        if out is not None:
-            poses, order = out
+        if out.exact:
+            poses, order = out.poses, out.order
             assert sorted(order) == list(range(6))
             passed += C.all_satisfied(C.check(problem, poses, order))
             # nearby, not anywhere: every object within 10 cm of its layout position
@@ -61,8 +62,8 @@ def test_an_object_with_no_room_ends_the_decode():
                              [Item(id="a", **box), Item(id="b", **box)], [], NO_GRIPPER)
     layout = np.array([[0.0, 0.0, 0.05, 0.0], [0.0, 0.0, 0.05, math.pi / 2]])
     out = decode(problem, PartialChecker(problem), layout)
-    assert out.poses is None and out.stuck == out.order[1]
-    assert decode_exact(problem, PartialChecker(problem), layout) is None
+    assert out.placed == 1 and out.stuck == out.order[1] and not out.exact
+    assert not decode_exact(problem, PartialChecker(problem), layout).exact
 
 
 def test_a_stuck_object_is_placed_first_on_the_next_try():
@@ -76,10 +77,10 @@ def test_a_stuck_object_is_placed_first_on_the_next_try():
     layout = np.array([[-0.01, -0.05, 0.05, 0.0], [-0.01, 0.05, 0.05, 0.0],
                        [0.10, 0.0, 0.05, 0.0]])
     first = decode(problem, PartialChecker(problem), layout)
-    assert first.poses is None and first.stuck == 2      # the second small one took the middle
-    poses, order = decode_exact(problem, PartialChecker(problem), layout)
-    assert order[0] == 2
-    assert C.all_satisfied(C.check(problem, poses, order))
+    assert first.stuck == 2                  # the second small one took the middle
+    out = decode_exact(problem, PartialChecker(problem), layout)
+    assert out.exact and out.order[0] == 2
+    assert C.all_satisfied(C.check(problem, out.poses, out.order))
 
 
 def test_decoded_plans_carry_their_placing_order_and_pass_the_pipeline():
@@ -103,3 +104,32 @@ def test_decoding_off_is_the_papers_pipeline_and_bad_values_are_named():
     for bad in (-1, 2.5, "many"):
         with pytest.raises(ValueError, match="options.decode"):
             make_solver(SolverConfig(solver="diffusion", options={"decode": bad}))
+
+
+def test_a_completion_round_keeps_the_placed_objects_and_resamples_the_rest():
+    """The furthest decode's placed objects are held while the model re-samples the others; the
+    next decode places the held ones first, exactly where they were."""
+    from robot_packer.solver.decode import Decoded
+    from robot_packer.solver.diffusion.graph import build_graph, denormalise
+    from robot_packer.solver.diffusion.sampler import sample
+
+    problem, known = dense(6, 4)
+    full = decode(problem, PartialChecker(problem), known)
+    assert full.complete
+    kept = 3
+    poses = full.poses.copy()
+    poses[full.order[kept:]] = 0.0
+    partial = Decoded(full.order, poses, kept)
+    solver = make_solver(SolverConfig(solver="diffusion", verify=False))
+    graph = build_graph(problem, solver.device)
+    inpaint, firsts = solver.completion(graph, [partial], 8)
+    assert firsts == [full.order[:kept]] * 8
+    assert inpaint.mask.sum(1).tolist() == [kept] * 8
+    gen = torch.Generator().manual_seed(0)
+    raw = denormalise(sample(solver.model, solver.schedule, graph, 8, solver.options.sampler(),
+                             gen, None, inpaint), graph.box)
+    held = full.order[:kept]
+    assert np.allclose(raw[:, held].numpy(), full.poses[held], atol=1e-5)
+    out = decode_exact(problem, PartialChecker(problem), raw[0].double().numpy(), firsts[0])
+    assert out.order[:kept] == held and out.placed >= kept
+    assert np.allclose(out.poses[held], full.poses[held], atol=1e-6)

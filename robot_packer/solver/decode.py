@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,51 +47,69 @@ def layout_order(problem: PackingProblem, layout: np.ndarray) -> list[int]:
 
 @dataclass(frozen=True)
 class Decoded:
-    """One decode: the placing order tried, the placement when every object found a place, else
-    the first object that found none."""
+    """One decode: the placing order tried and the poses (n, 4) of its first ``placed`` objects
+    (the others' rows are zero); ``exact`` when every object was placed and the full exact
+    checker accepts the placement."""
 
     order: list[int]
-    poses: np.ndarray | None = None
-    stuck: int | None = None
+    poses: np.ndarray
+    placed: int
+    exact: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.placed == len(self.order)
+
+    @property
+    def stuck(self) -> int | None:
+        """The first object that found no passing place (None when complete)."""
+        return None if self.complete else self.order[self.placed]
 
 
 def decode(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
            order: list[int] | None = None) -> Decoded:
     """Place every object in ``order`` (default :func:`layout_order`) at its passing extreme
     point nearest to ``layout`` (n, 4); stops at the first object with none (``checker`` is
-    reset and reused)."""
+    reset and reused). Not checked by the full exact checker (see :func:`decode_exact`)."""
     order = layout_order(problem, layout) if order is None else order
     checker.reset()
     for i in order:
         pose = _nearest_passing(problem, checker, i, layout[i])
         if pose is None:
-            return Decoded(order, stuck=i)
+            break
         checker.place(i, pose)
-    return Decoded(order, checker.poses.numpy().copy())
+    return Decoded(order, checker.poses.numpy().copy(), len(checker.placed))
 
 
 def decode_exact(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
-                 bumps: int = BUMPS, deadline: float = math.inf
-                 ) -> tuple[np.ndarray, list[int]] | None:
-    """An exact placement (n, 4) along ``layout`` and its placing order, or None.
+                 first: Sequence[int] = (), bumps: int = BUMPS,
+                 deadline: float = math.inf) -> Decoded | None:
+    """The exact decode of ``layout`` if one is found, else the attempt that placed the most
+    objects (None: the deadline passed before the first).
 
-    A decode that gets stuck is tried again with the stuck object moved to the front of the
-    order (at most ``bumps`` times, "squeaky wheel": a large box left for last finds no room,
-    a box placed first always does); a complete placement must pass the full exact checker.
+    The placing order is ``first`` (objects placed before, e.g. held while the rest was
+    re-sampled), then the other objects in :func:`layout_order`. A decode that gets stuck is
+    tried again with the stuck object moved to the front (at most ``bumps`` times, "squeaky
+    wheel": a large box left for last finds no room, a box placed first always does); a
+    complete placement must pass the full exact checker.
     """
-    order = None
+    order = respect_on(problem, list(first) + [i for i in layout_order(problem, layout)
+                                               if i not in first])
+    best = None
     for _ in range(1 + bumps):
         if time.monotonic() >= deadline:
             break
         out = decode(problem, checker, layout, order)
-        if out.poses is not None:
-            if C.all_satisfied(C.check(problem, out.poses, out.order)):
-                return out.poses, out.order
+        if out.complete and C.all_satisfied(C.check(problem, out.poses, out.order)):
+            return replace(out, exact=True)
+        if best is None or out.placed > best.placed:
+            best = out
+        if out.complete:
             break
         order = respect_on(problem, [out.stuck] + [i for i in out.order if i != out.stuck])
         if order[0] != out.stuck:      # it must wait for its base: bumping cannot help
             break
-    return None
+    return best
 
 
 def _nearest_passing(problem, checker, i, target) -> torch.Tensor | None:

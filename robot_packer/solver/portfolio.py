@@ -5,9 +5,10 @@ run in threads — torch kernels and OR-Tools release the GIL, so on two cores t
 and a Python heuristic genuinely overlap. The race ends as soon as ``FEASIBLE_MEMBERS`` members
 (or all, if fewer) have returned a candidate with zero violation — not at the first: an exact
 solution can still fail PyBullet verification, and the pipeline then verifies the next member's
-solution instead of returning a failure. Every member's candidates are merged and re-ranked, so
-the portfolio is never worse than its best member that answers in time. Members honour the deadline
-themselves, up to one of their steps late; the race waits for a late one at most
+solution instead of returning a failure. Every member's candidates are merged (in the members'
+order, so equal violations rank the same way whichever member answered first) and re-ranked, so
+the portfolio is never worse than its best member that answers in time. Members honour the
+deadline themselves, up to one of their steps late; the race waits for a late one at most
 ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on without its
 candidates (its thread finishes in the background).
 """
@@ -51,7 +52,7 @@ class PortfolioSolver:
                     raise
 
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
-        results: list[Candidates] = []
+        results: dict[str, Candidates] = {}
         grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
         pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="portfolio")
         try:
@@ -64,13 +65,17 @@ class PortfolioSolver:
                 if not done:
                     break
                 for fut in done:
-                    results.append(fut.result())
-                solved = sum(bool(r.violations.size and r.violations[0] <= 0.0) for r in results)
+                    results[futures[fut]] = fut.result()
+                solved = sum(bool(r.violations.size and r.violations[0] <= 0.0)
+                             for r in results.values())
                 if solved >= min(FEASIBLE_MEMBERS, len(futures)):
                     break
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        return _merge(results, timed_out=time.monotonic() > deadline)
+        # members in their configured order, not the race's: equal violations (two exact
+        # answers) rank the same way in every run
+        ordered = [results[n] for n in self.members if n in results]
+        return _merge(ordered, timed_out=time.monotonic() > deadline)
 
 
 def _merge(results: list[Candidates], timed_out: bool) -> Candidates:

@@ -36,12 +36,13 @@ class PartialChecker:
 
     ``poses`` (n, 4) holds the placed objects; unplaced ones wait far away. Violations are the
     registry's own functions, so "passes" here means exactly what the full checker means for
-    the constraints whose arguments are all placed.
+    the constraints whose arguments are all placed. ``support_margin`` > 0 asks more than the
+    full checker: a stacked centre that far inside its support (physically robust stacks).
     """
 
-    def __init__(self, problem: PackingProblem):
+    def __init__(self, problem: PackingProblem, support_margin: float = 0.0):
         self.problem = problem
-        self.cp = C.compile_problem(problem, dtype=torch.float64)
+        self.cp = C.compile_problem(problem, dtype=torch.float64, support_margin=support_margin)
         self.geom = self.cp.geom
         self.n = len(problem.items)
         self.grasp_excess = torch.as_tensor(C.grasp_excess(problem))

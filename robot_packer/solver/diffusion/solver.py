@@ -10,11 +10,14 @@ nearest quarter turn), ``domain`` (``pack3d``),
 violate something in the best candidates so far, the others held — RePaint-style conditioning
 on the composed model; ``fresh``: every round samples all objects anew),
 ``settle`` (default true: zero-violation candidates are exact-checked dropped onto their
-supports first), ``support_margin`` (default 0.01 m: the refinement asks every stacked centre to
-be that far inside its support, a robustness margin the exact checker does not require),
+supports first), ``support_margin`` (default 0.01 m: the refinement and the decoder ask every
+stacked centre to be that far inside its support, a robustness margin the exact checker does not
+require),
 ``decode`` (default 16: each round, the best that many samples by composed violation are first
 decoded into exact placements along their layout, :mod:`robot_packer.solver.decode`, before
-any gradient refinement; 0: the paper's pipeline, samples refined only),
+any gradient refinement; every second round then holds the objects the furthest decodes placed
+and re-samples only the others — a completion round; 0: the paper's pipeline, samples refined
+only),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
-from robot_packer.solver.decode import decode_exact
+from robot_packer.solver.decode import Decoded, decode_exact
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
@@ -117,12 +120,16 @@ class DiffusionSolver:
         compiled = compile_problem(problem, self.device,
                                    support_margin=self.options.support_margin)
         max_rounds = int(config.options.get("max_rounds", 1000))
-        checker = PartialChecker(problem) if self.options.decode else None
+        checker = (PartialChecker(problem, self.options.support_margin)
+                   if self.options.decode else None)
         found, vals, orders, samples, timed_out = [], [], [], 0, False
+        partials: list[Decoded] = []     # the furthest decodes so far, most objects placed first
         for r in range(max_rounds):       # smart restarts: new batches while time remains
             t0 = time.monotonic()
-            inpaint = None
-            if r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
+            inpaint, firsts = None, None
+            if r % 2 == 1 and partials:   # complete the furthest decodes: re-sample the rest
+                inpaint, firsts = self.completion(graph, partials, config.candidates)
+            elif r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
                 inpaint = self.held_objects(graph, compiled, np.concatenate(found),
                                             np.concatenate(vals), config.candidates)
             raw = self.draw(graph, config.candidates, gen, deadline, inpaint)
@@ -130,12 +137,15 @@ class DiffusionSolver:
             with torch.no_grad():
                 v_raw = compiled.total(raw)
             if checker is not None:
-                exact = self.decoded(problem, checker, raw, v_raw, deadline)
-                if exact is not None:
-                    found.append(exact[0][None])
+                outs = self.decoded(problem, checker, raw, v_raw, deadline, firsts)
+                exact = [d for d in outs if d.exact]
+                if exact:
+                    found.append(exact[0].poses[None])
                     vals.append(np.zeros(1))
-                    orders.append(np.array(exact[1])[None])
+                    orders.append(np.array(exact[0].order)[None])
                     break
+                partials = sorted(partials + [d for d in outs if d.placed],
+                                  key=lambda d: -d.placed)[:RESTART_BASES]
             poses = self.refined(compiled, problem, raw, v_raw, deadline)
             v = compiled.total(poses).detach()
             solved = self.exactly_solved(problem, poses, v)
@@ -152,19 +162,38 @@ class DiffusionSolver:
                       orders=np.concatenate(orders))
 
     def decoded(self, problem: PackingProblem, checker: PartialChecker, raw: torch.Tensor,
-                v: torch.Tensor, deadline: float) -> tuple[np.ndarray, list[int]] | None:
-        """The first of the ``decode`` lowest-violation samples whose layout decodes into a
-        placement the exact checker accepts (yaws snapped to quarter turns), with its placing
-        order; None when none does before the deadline."""
-        layouts = raw[torch.argsort(v)[:self.options.decode]].double().cpu().numpy()
+                v: torch.Tensor, deadline: float,
+                firsts: list[list[int]] | None = None) -> list[Decoded]:
+        """Decodes of the ``decode`` lowest-violation samples (yaws snapped to quarter turns),
+        stopping at the first exact one (the last in the list). ``firsts[k]``: objects sample k
+        held, placed first in that order."""
+        best = torch.argsort(v)[:self.options.decode].tolist()
+        layouts = raw[best].double().cpu().numpy()
         layouts[..., 3] = np.round(layouts[..., 3] / (math.pi / 2)) * (math.pi / 2)
-        for layout in layouts:
-            if time.monotonic() >= deadline:
+        outs = []
+        for k, layout in zip(best, layouts):
+            first = firsts[k] if firsts is not None else ()
+            out = decode_exact(problem, checker, layout, first, deadline=deadline)
+            if out is None:           # out of time
                 break
-            out = decode_exact(problem, checker, layout, deadline=deadline)
-            if out is not None:
-                return out
-        return None
+            outs.append(out)
+            if out.exact:
+                break
+        return outs
+
+    def completion(self, graph, partials: list[Decoded], num: int
+                   ) -> tuple[Inpaint, list[list[int]]]:
+        """Inpainting that holds the placed objects of ``partials`` (``num`` copies spread over
+        them) and re-samples the others, with each copy's placing prefix."""
+        dev = graph.nodes.device
+        pick = [partials[k % len(partials)] for k in range(num)]
+        known = torch.as_tensor(np.stack([d.poses for d in pick]), dtype=graph.box.dtype,
+                                device=dev)
+        mask = torch.zeros(num, graph.n, dtype=torch.bool, device=dev)
+        for k, d in enumerate(pick):
+            mask[k, d.order[:d.placed]] = True
+        return (Inpaint(normalise(known, graph.box), mask),
+                [d.order[:d.placed] for d in pick])
 
     def exactly_solved(self, problem: PackingProblem, poses: torch.Tensor, v: torch.Tensor,
                        tries: int = 3) -> bool:
