@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
-from robot_packer.solver.decode import Decoded, decode_exact
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
+from robot_packer.solver.decode import Decoded, decode_exact
 from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
@@ -128,6 +128,7 @@ class DiffusionSolver:
             t0 = time.monotonic()
             inpaint, firsts = None, None
             if r % 2 == 1 and partials:   # complete the furthest decodes: re-sample the rest
+                # (init=random ignores the inpainting; the decodes still place the prefix first)
                 inpaint, firsts = self.completion(graph, partials, config.candidates)
             elif r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
                 inpaint = self.held_objects(graph, compiled, np.concatenate(found),
