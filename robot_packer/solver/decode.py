@@ -7,9 +7,10 @@ are placed bottom-up in the sample's order (bottom height, then from the back-le
 at the extreme point (:func:`~robot_packer.solver.heuristic.extreme_points`) that passes the
 partial exact check (:class:`~robot_packer.solver.rejection.PartialChecker`) and lies nearest
 to where the sample put it: horizontal distance, plus ``Z_WEIGHT`` times the height difference,
-plus ``YAW_PENALTY`` when it turns the object by a quarter. All of an object's candidates are
-checked in one batch (nearest-first chunks were slower: near a dense layout most nearest points
-fail, and each batch has a fixed cost). An object with no passing candidate ends the decode (a
+plus ``YAW_PENALTY`` when it turns the object by a quarter. An object's candidates are checked
+in two batches, the ``NEAREST`` nearest first and the rest only when none of those passes
+(smaller chunks were slower: near a dense layout most nearest points fail, and each batch has a
+fixed cost). An object with no passing candidate ends the decode (a
 complete but infeasible placement would only be discarded); :func:`decode_exact` then tries the
 same layout again with that object placed first.
 """
