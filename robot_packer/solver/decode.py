@@ -62,6 +62,11 @@ class Decoded:
         return self.placed == len(self.order)
 
     @property
+    def prefix(self) -> list[int]:
+        """The objects placed, in placing order."""
+        return self.order[:self.placed]
+
+    @property
     def stuck(self) -> int | None:
         """The first object that found no passing place (None when complete)."""
         return None if self.complete else self.order[self.placed]

@@ -139,11 +139,10 @@ class DiffusionSolver:
                 v_raw = compiled.total(raw)
             if checker is not None:
                 outs = self.decoded(problem, checker, raw, v_raw, deadline, firsts)
-                exact = [d for d in outs if d.exact]
-                if exact:
-                    found.append(exact[0].poses[None])
+                if outs and outs[-1].exact:
+                    found.append(outs[-1].poses[None])
                     vals.append(np.zeros(1))
-                    orders.append(np.array(exact[0].order)[None])
+                    orders.append(np.array(outs[-1].order)[None])
                     break
                 partials = sorted(partials + [d for d in outs if d.placed],
                                   key=lambda d: -d.placed)[:RESTART_BASES]
@@ -192,9 +191,8 @@ class DiffusionSolver:
                                 device=dev)
         mask = torch.zeros(num, graph.n, dtype=torch.bool, device=dev)
         for k, d in enumerate(pick):
-            mask[k, d.order[:d.placed]] = True
-        return (Inpaint(normalise(known, graph.box), mask),
-                [d.order[:d.placed] for d in pick])
+            mask[k, d.prefix] = True
+        return Inpaint(normalise(known, graph.box), mask), [d.prefix for d in pick]
 
     def exactly_solved(self, problem: PackingProblem, poses: torch.Tensor, v: torch.Tensor,
                        tries: int = 3) -> bool:
