@@ -98,16 +98,23 @@ def sat_separation(pa: Tensor, sa: Tensor, pb: Tensor, sb: Tensor) -> Tensor:
     """Largest separation of two footprints over their 4 edge normals (separating-axis test).
 
     Positive: separated at least by that much; negative: overlapping, minus the penetration depth.
+    A footprint's radius on its own normals is its half size; on the other's normals it follows
+    from the relative yaw alone, so the test needs three angles' cosines and sines (it runs in
+    the decoder's and the refinement's inner loops).
     """
-    axes = torch.stack([*_axes(pa[..., 3]), *_axes(pb[..., 3])], -2)  # (..., 4, 2)
-    d = (pb[..., :2] - pa[..., :2])[..., None, :]
-
-    def radius(pose, size):
-        ex, ey = _axes(pose[..., 3])
-        return (0.5 * size[..., 0:1] * (axes * ex[..., None, :]).sum(-1).abs()
-                + 0.5 * size[..., 1:2] * (axes * ey[..., None, :]).sum(-1).abs())
-
-    sep = (axes * d).sum(-1).abs() - radius(pa, sa) - radius(pb, sb)
+    ca, sn_a = torch.cos(pa[..., 3]), torch.sin(pa[..., 3])
+    cb, sn_b = torch.cos(pb[..., 3]), torch.sin(pb[..., 3])
+    rel = pb[..., 3] - pa[..., 3]
+    c, s = torch.cos(rel).abs(), torch.sin(rel).abs()
+    dx, dy = pb[..., 0] - pa[..., 0], pb[..., 1] - pa[..., 1]
+    hax, hay = 0.5 * sa[..., 0], 0.5 * sa[..., 1]
+    hbx, hby = 0.5 * sb[..., 0], 0.5 * sb[..., 1]
+    sep = torch.stack([
+        (dx * ca + dy * sn_a).abs() - hax - (hbx * c + hby * s),     # a's local x
+        (dy * ca - dx * sn_a).abs() - hay - (hbx * s + hby * c),     # a's local y
+        (dx * cb + dy * sn_b).abs() - hbx - (hax * c + hay * s),     # b's local x
+        (dy * cb - dx * sn_b).abs() - hby - (hax * s + hay * c),     # b's local y
+    ], -1)
     return sep.max(-1).values
 
 

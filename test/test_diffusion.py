@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -222,7 +223,10 @@ def test_same_seed_same_candidates_on_cpu_and_cuda():
 def test_ddp_training_with_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    with socket.socket() as sock:     # a free port: a fixed one collides with other runs
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            "-m", "robot_packer.solver.diffusion.train", "--steps", "4", "--batch", "4",
            "--data-size", "8", "--data-cache", str(tmp_path / "data.pkl"), "--device", "cpu",
            "--val-every", "0", "--ckpt-every", "2", "--hidden", "16", "--head-hidden", "16",
