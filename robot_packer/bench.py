@@ -386,12 +386,16 @@ def reproduce_command(cfg: BenchConfig) -> str:
 
 
 def git_commit() -> str:
-    """HEAD of the source tree (with '-dirty' when it has local changes), or 'unknown'."""
+    """HEAD of the source tree (with '-dirty' when it has local changes), or 'unknown'.
+
+    Results under docs/bench/ do not count as changes: a multi-part run rewrites committed
+    results of its own earlier parts before the later parts start."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)docs/bench"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
