@@ -200,7 +200,6 @@ def test_cfree(b, expected, viol):
     assert_case(make([CUBE, CUBE]), [[0, 0, 0.05, 0], b], "cfree", expected, viol)
 
 
-
 def test_sat_separation_equals_projecting_every_corner():
     """The closed form (radii from the relative yaw) against the textbook separating-axis test:
     project all four corners of both footprints onto each of the four edge normals."""
@@ -223,6 +222,7 @@ def test_sat_separation_equals_projecting_every_corner():
     expected = torch.stack(gaps, -1).max(-1).values
     assert torch.allclose(C.sat_separation(pa, sa, pb, sb), expected, atol=1e-12)
     assert (expected > 0).any() and (expected < 0).any()              # both verdicts covered
+
 
 # ------------------------------------------------------------------ heavy_below, fragile, stable
 
