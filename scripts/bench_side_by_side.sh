@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark of docs/benchmarks.md: every solver on the same generated pack3d
-# problems, 2 s budget, PyBullet verification on, one torch thread per process.
+# problems, 2 s budget (BUDGET), PyBullet verification on, one torch thread per process.
 # Two single-threaded parts run at once (one per core: diffusion+heuristic, rejection+cem), then
 # the portfolio alone (it races its members in two threads); the parts are then merged.
 # Usage: scripts/bench_side_by_side.sh   (env: PROBLEMS=20, OBJECTS=3,4,5,6,8,10, TIER=standard,
+#        BUDGET=2.0 (seconds per solve),
 #        FIRST=diffusion,heuristic, SECOND=rejection,cem — the two parallel parts' solvers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +12,11 @@ PY=${PY:-.venv/bin/python}
 PROBLEMS=${PROBLEMS:-20}
 OBJECTS=${OBJECTS:-3,4,5,6,8,10}
 TIER=${TIER:-standard}
+BUDGET=${BUDGET:-2.0}
 FIRST=${FIRST:-diffusion,heuristic}
 SECOND=${SECOND:-rejection,cem}
 OUT=${OUT:-docs/bench/side_by_side}
-common=(--domain pack3d --objects "$OBJECTS" --problems "$PROBLEMS" --budget 2.0 --device cpu
+common=(--domain pack3d --objects "$OBJECTS" --problems "$PROBLEMS" --budget "$BUDGET" --device cpu
         --seed 0 --tier "$TIER" --verify --threads 1 --no-progress)
 mkdir -p "$OUT"
 "$PY" -m robot_packer.bench "${common[@]}" --solvers "$FIRST" \
