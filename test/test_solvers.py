@@ -1,5 +1,7 @@
 """Every registered solver through one sweep (shapes, finiteness, determinism, time budget, an easy
 problem solved) on CPU and CUDA when present; infeasible problems report why."""
+import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -166,6 +168,39 @@ def test_portfolio_waits_for_a_second_exact_solution(monkeypatch, easy):
                           options={"members": ["stub_fast", "stub_slow"]})
     cands = portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
     assert [float(p[0, 0]) for p in cands.poses] == [1.0, 2.0]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is POSIX-only")
+def test_with_more_members_than_cores_the_first_class_member_keeps_its_core(monkeypatch, easy):
+    """Three members on two cores: the others' threads yield (niceness +NICE), so CP-SAT's search
+    runs as fast as alone; with a core per member nobody yields."""
+    from robot_packer.solver import Candidates, portfolio
+
+    seen = {}
+
+    def recorder(name):
+        class Recorder:
+            def __init__(self, config):
+                pass
+
+            def propose(self, problem, config, deadline):
+                seen[name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                return Candidates(np.zeros((1, len(problem.items), 4)), np.zeros(1), 1, False)
+        return Recorder
+
+    for name in ("rec_first", "rec_a", "rec_b"):
+        monkeypatch.setitem(SOLVERS, name, recorder(name))
+    monkeypatch.setattr(portfolio, "FIRST_CLASS", ("rec_first",))
+    monkeypatch.setattr(portfolio, "FEASIBLE_MEMBERS", 3)        # the race waits for all three
+    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0,
+                          options={"members": ["rec_a", "rec_first", "rec_b"]})
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for cores, lowered in ((2, min(19, base + portfolio.NICE)), (3, base)):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        seen.clear()
+        portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
+        assert seen == {"rec_first": base, "rec_a": lowered, "rec_b": lowered}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base     # the caller's own thread untouched
 
 
 def test_a_failed_verification_sends_the_solver_back_with_new_noise(monkeypatch, easy):
