@@ -3,9 +3,9 @@
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
 run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
 and a Python heuristic genuinely overlap. With more members than cores, the ``FIRST_CLASS``
-member (cpsat: a complete search, fast when it answers) keeps a core: the other members' threads
-run at niceness ``NICE`` and share the rest (on the dense tier at N = 12, 30 problems, 2 cores:
-the portfolio 21/30 → 24/30, level with cpsat alone). The race ends as soon as ``FEASIBLE_MEMBERS`` members
+member (cpsat: a complete search, fast when it answers) keeps a core: the other members'
+threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems, 2 cores:
+the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends as soon as ``FEASIBLE_MEMBERS`` members
 (or all, if fewer) have returned a candidate with zero violation — not at the first: an exact
 solution can still fail PyBullet verification, and the pipeline then verifies the next member's
 solution instead of returning a failure. Every member's candidates are merged (in the members'
