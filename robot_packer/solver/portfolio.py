@@ -5,15 +5,15 @@ run in threads — torch kernels and OR-Tools release the GIL, so on two cores t
 and a Python heuristic genuinely overlap. With more members than cores, the ``FIRST_CLASS``
 member (cpsat: a complete search, fast when it answers) keeps a core: the other members'
 threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems, 2 cores:
-the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends as soon as ``FEASIBLE_MEMBERS`` members
-(or all, if fewer) have returned a candidate with zero violation — not at the first: an exact
-solution can still fail PyBullet verification, and the pipeline then verifies the next member's
-solution instead of returning a failure. Every member's candidates are merged (in the members'
-order, so equal violations rank the same way whichever member answered first) and re-ranked, so
-the portfolio is never worse than its best member that answers in time. Members honour the
-deadline themselves, up to one of their steps late; the race waits for a late one at most
-``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on without its
-candidates (its thread finishes in the background).
+the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends as soon as
+``FEASIBLE_MEMBERS`` members (or all, if fewer) have returned a candidate with zero violation —
+not at the first: an exact solution can still fail PyBullet verification, and the pipeline then
+verifies the next member's solution instead of returning a failure. Every member's candidates
+are merged (in the members' order, so equal violations rank the same way whichever member
+answered first) and re-ranked, so the portfolio is never worse than its best member that answers
+in time. Members honour the deadline themselves, up to one of their steps late; the race waits
+for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``),
+then goes on without its candidates (its thread finishes in the background).
 """
 from __future__ import annotations
 
