@@ -18,9 +18,6 @@ decoded into exact placements along their layout, :mod:`robot_packer.solver.deco
 any gradient refinement; every second round then holds the objects the furthest decodes placed
 and re-samples only the others — a completion round; 0: the paper's pipeline, samples refined
 only),
-``slicing`` (default true: every sample of a round, lowest violation first, is also read as a
-slicing tree and packed exactly, :mod:`robot_packer.solver.slicing`, before the extreme-point
-decodes),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
@@ -33,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_packer.constraints import all_satisfied, check, compile_problem, placement_order
+from robot_packer.constraints import all_satisfied, check, compile_problem
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
@@ -44,7 +41,6 @@ from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 from robot_packer.solver.rejection import PartialChecker
 from robot_packer.solver.refine import project, refine
-from robot_packer.solver.slicing import slicing_decode
 
 
 SAMPLE_SHARE = 0.4   # at most this share of the time left goes to reverse diffusion
@@ -74,7 +70,6 @@ class DiffusionOptions:
     settle: bool = True           # exact-check candidates dropped onto their supports first
     support_margin: float = 0.01  # refine towards centres this far inside their supports (m)
     decode: int = 16              # samples per round decoded along their layout (0: none)
-    slicing: bool = True          # samples also packed as slicing trees (dense containers)
 
     @classmethod
     def from_dict(cls, options: dict) -> "DiffusionOptions":
@@ -172,10 +167,6 @@ class DiffusionSolver:
         """Decodes of the ``decode`` lowest-violation samples (yaws snapped to quarter turns),
         stopping at the first exact one (the last in the list). ``firsts[k]``: objects sample k
         held, placed first in that order."""
-        if self.options.slicing and firsts is None:
-            packed = self.sliced(problem, raw[torch.argsort(v)].double().cpu().numpy(), deadline)
-            if packed is not None:
-                return [packed]
         best = torch.argsort(v)[:self.options.decode].tolist()
         layouts = raw[best].double().cpu().numpy()
         layouts[..., 3] = np.round(layouts[..., 3] / (math.pi / 2)) * (math.pi / 2)
@@ -189,20 +180,6 @@ class DiffusionSolver:
             if out.exact:
                 break
         return outs
-
-    def sliced(self, problem: PackingProblem, layouts: np.ndarray,
-               deadline: float) -> Decoded | None:
-        """The first of ``layouts`` (k, n, 4) whose slicing packing passes the exact checker,
-        as an exact :class:`Decoded` (None: none did before the deadline)."""
-        room = problem.container.size
-        for layout in layouts:
-            if time.monotonic() >= deadline:
-                break
-            for poses in slicing_decode(problem.sizes, room, layout):
-                order = placement_order(problem, poses)
-                if all_satisfied(check(problem, poses, order)):
-                    return Decoded(order, poses, len(order), exact=True)
-        return None
 
     def completion(self, graph, partials: list[Decoded], num: int
                    ) -> tuple[Inpaint, list[list[int]]]:
