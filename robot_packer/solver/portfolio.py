@@ -66,7 +66,7 @@ class PortfolioSolver:
         futures = {}
         for n, m in self.members.items():     # a fresh thread each: niceness stays with it
             fut: Future = Future()
-            threading.Thread(target=_run, name=f"portfolio-{n}", daemon=True,
+            threading.Thread(target=_run, name=f"portfolio-{n}",
                              args=(fut, m, problem, replace(config, solver=n), deadline,
                                    yield_cpu and n not in FIRST_CLASS)).start()
             futures[fut] = n
