@@ -1,15 +1,17 @@
-"""``portfolio``: several solvers race within one time budget; the first feasible answer wins.
+"""``portfolio``: several solvers run at once within one time budget; the best answers win.
 
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
 run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
 and a Python heuristic genuinely overlap. With more members than cores, the ``FIRST_CLASS``
 member (cpsat: a complete search, fast when it answers) keeps a core: the other members'
 threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems, 2 cores:
-the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends as soon as
-``FEASIBLE_MEMBERS`` members (or all, if fewer) have returned a candidate with zero violation —
-not at the first: an exact solution can still fail PyBullet verification, and the pipeline then
-verifies the next member's solution instead of returning a failure. Every member's candidates
-are merged (in the members' order, so equal violations rank the same way whichever member
+the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends when every member has
+answered — not at the first exact answer: an exact solution can still fail PyBullet
+verification (the arm cannot reach it), and the pipeline then verifies the next member's
+solution instead of returning a failure; and a member left running would go on taking CPU from
+the next proposal round and the next solve (it cannot be stopped, only its deadline honoured;
+ending at the second exact answer left up to four such threads behind). Every member's
+candidates are merged (in the members' order, so equal violations rank the same way whichever member
 answered first) and re-ranked, so the portfolio is never worse than its best member that answers
 in time. Members honour the deadline themselves, up to one of their steps late; the race waits
 for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``),
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import replace
 
 import numpy as np
@@ -32,14 +34,13 @@ from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked,
 DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
 MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one step late; the race
 MEMBER_GRACE_SHARE = 0.1  # waits that long for them, but never more than this share of the budget
-FEASIBLE_MEMBERS = 2      # the race ends once this many members have an exact solution
 FIRST_CLASS = ("cpsat",)  # with fewer cores than members these keep their core; the others
 NICE = 10                 # share the rest at this niceness (their threads only, for the race)
 
 
 @register_solver("portfolio")
 class PortfolioSolver:
-    """Races member solvers (each loaded once, here) and returns the first feasible answer."""
+    """Runs member solvers (each loaded once, here) together and merges their answers."""
 
     def __init__(self, config: SolverConfig) -> None:
         names = config.options.get("members")
@@ -70,18 +71,9 @@ class PortfolioSolver:
                              args=(fut, m, problem, replace(config, solver=n), deadline,
                                    yield_cpu and n not in FIRST_CLASS)).start()
             futures[fut] = n
-        pending = set(futures)
-        while pending:
-            left = deadline - time.monotonic() + grace
-            done, pending = wait(pending, timeout=max(left, 0.0), return_when=FIRST_COMPLETED)
-            if not done:
-                break          # late members finish in the background; their answers are dropped
-            for fut in done:
-                results[futures[fut]] = fut.result()
-            solved = sum(bool(r.violations.size and r.violations[0] <= 0.0)
-                         for r in results.values())
-            if solved >= min(FEASIBLE_MEMBERS, len(futures)):
-                break
+        done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0))
+        for fut in done:           # late members finish in the background; their answers dropped
+            results[futures[fut]] = fut.result()
         # members in their configured order, not the race's: equal violations (two exact
         # answers) rank the same way in every run
         ordered = [results[n] for n in self.members if n in results]
