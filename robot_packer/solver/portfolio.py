@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import ALL_COMPLETED, Future, wait
 from dataclasses import replace
 
 import numpy as np
@@ -71,7 +71,8 @@ class PortfolioSolver:
                              args=(fut, m, problem, replace(config, solver=n), deadline,
                                    yield_cpu and n not in FIRST_CLASS)).start()
             futures[fut] = n
-        done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0))
+        done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0),
+                       return_when=ALL_COMPLETED)
         for fut in done:           # late members finish in the background; their answers dropped
             results[futures[fut]] = fut.result()
         # members in their configured order, not the race's: equal violations (two exact
