@@ -1,21 +1,23 @@
 """``portfolio``: several solvers run at once within one time budget; the best answers win.
 
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
-run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion sampler
-and a Python heuristic genuinely overlap. With more members than cores, the ``FIRST_CLASS``
-member (cpsat: a complete search, fast when it answers) keeps a core: the other members'
-threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems, 2 cores:
-the portfolio 21/30 -> 24/30, level with cpsat alone). The race ends when every member has
-answered — not at the first exact answer: an exact solution can still fail PyBullet
-verification (the arm cannot reach it), and the pipeline then verifies the next member's
-solution instead of returning a failure; and a member left running would go on taking CPU from
-the next proposal round and the next solve (it cannot be stopped, only its deadline honoured;
-ending at the second exact answer left up to four such threads behind). Every member's
-candidates are merged (in the members' order, so equal violations rank the same way whichever member
-answered first) and re-ranked, so the portfolio is never worse than its best member that answers
-in time. Members honour the deadline themselves, up to one of their steps late; the race waits
-for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``),
-then goes on without its candidates (its thread finishes in the background).
+run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion
+sampler and a Python heuristic genuinely overlap. With more members than cores, the
+``FIRST_CLASS`` member (cpsat: a complete search, fast when it answers) keeps a core: the other
+members' threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems,
+2 cores: the portfolio 21/30 -> 24/30, level with cpsat alone).
+
+The race ends when every member has answered, not at the first exact answer: an exact solution
+can still fail PyBullet verification (the arm cannot reach it), and the pipeline then verifies
+the next member's instead of returning a failure; and a member left running would go on taking
+CPU from the next proposal round and the next solve (it cannot be stopped, only its deadline
+honoured; ending at the second exact answer left up to four such threads behind). Every
+member's candidates are merged (in the members' order, so equal violations rank the same way
+whichever member answered first) and re-ranked, so the portfolio is never worse than its best
+member that answers in time. Members honour the deadline themselves, up to one of their steps
+late; the race waits for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most
+``MEMBER_GRACE_S``), then goes on without its candidates (its thread finishes in the
+background).
 """
 from __future__ import annotations
 
@@ -58,26 +60,25 @@ class PortfolioSolver:
             except ValueError:
                 if explicit or n != "cpsat":   # only the optional extra may be missing silently
                     raise
+        # members that yield their CPU to the first-class ones (more members than cores)
+        crowded = (len(self.members) > (os.cpu_count() or 1)
+                   and any(n in FIRST_CLASS for n in self.members))
+        self.yields = {n: crowded and n not in FIRST_CLASS for n in self.members}
 
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
-        results: dict[str, Candidates] = {}
         grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
-        yield_cpu = (len(self.members) > (os.cpu_count() or 1)
-                     and any(n in FIRST_CLASS for n in self.members))
-        futures = {}
+        futures = []
         for n, m in self.members.items():     # a fresh thread each: niceness stays with it
             fut: Future = Future()
             threading.Thread(target=_run, name=f"portfolio-{n}",
                              args=(fut, m, problem, replace(config, solver=n), deadline,
-                                   yield_cpu and n not in FIRST_CLASS)).start()
-            futures[fut] = n
+                                   self.yields[n])).start()
+            futures.append(fut)
         done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0),
                        return_when=ALL_COMPLETED)
-        for fut in done:           # late members finish in the background; their answers dropped
-            results[futures[fut]] = fut.result()
-        # members in their configured order, not the race's: equal violations (two exact
-        # answers) rank the same way in every run
-        ordered = [results[n] for n in self.members if n in results]
+        # late members finish in the background, their answers dropped; the others in the
+        # members' order, not the race's: equal violations rank the same way in every run
+        ordered = [fut.result() for fut in futures if fut in done]
         return _merge(ordered, timed_out=time.monotonic() > deadline)
 
 
