@@ -107,7 +107,8 @@ def extreme_points(problem: PackingProblem, checker: PartialChecker, i: int) -> 
     psz = problem.sizes[checker.placed]
     rows = []
     for yaw in (0.0, math.pi / 2):
-        env = envelopes(problem, checker.geom, i, yaw)
+        env = checker.memo(("envelopes", i, yaw),
+                           lambda: envelopes(problem, checker.geom, i, yaw))
         hx, hy = env[0][0], env[0][2]
         xs = (_face_coords(0, placed, psz, L, [e[:2] for e in env], gaps)
               + _relation_coords(problem, checker, i, 0, hx))
@@ -129,27 +130,24 @@ def with_resting_z(checker: PartialChecker, i: int, xyy: torch.Tensor) -> torch.
 def _face_coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
     """Centre coordinates along one axis that put the object, its fingers or its gripper
     (``reach``: (below, above) extents) against a wall or a placed box's face."""
+    c, s = np.abs(np.cos(placed[:, 3])), np.abs(np.sin(placed[:, 3]))
+    half = 0.5 * ((c * psz[:, 0] + s * psz[:, 1]) if axis == 0 else (s * psz[:, 0] + c * psz[:, 1]))
+    centre = placed[:, axis]
     out = []
     for below, above in reach:
         out += [-extent / 2 + below, extent / 2 - above]
-        for pose, size in zip(placed, psz):
-            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
-            half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0
-                          else (s * size[0] + c * size[1]))
-            for g in gaps:
-                out += [pose[axis] + half + below + g, pose[axis] - half - above - g]
+        for g in gaps:
+            out += list(centre + half + below + g) + list(centre - half - above - g)
     h_lo, h_hi = reach[0]
-    for pose, size in zip(placed, psz):            # flush with its faces (stacking)
-        c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
-        half = 0.5 * ((c * size[0] + s * size[1]) if axis == 0 else (s * size[0] + c * size[1]))
-        out += [pose[axis] - half + h_lo, pose[axis] + half - h_hi]
+    out += list(centre - half + h_lo) + list(centre + half - h_hi)   # flush with its faces
     return out
 
 
 def _relation_coords(problem, checker, i, axis, h) -> list[float]:
     """Coordinates suggested by relations: a placed partner's centre, region edges."""
     out = []
-    bounds = C.region_bounds(torch.tensor(np.array(problem.container.size))).numpy()
+    bounds = checker.memo("region_bounds", lambda: C.region_bounds(
+        torch.tensor(np.array(problem.container.size))).numpy())
     for con in problem.constraints:
         args = [problem.index(a) for a in con.args[:1 if con.name == "region" else 2]]
         if i not in args:

@@ -48,7 +48,15 @@ class PartialChecker:
         self.grasp_excess = torch.as_tensor(C.grasp_excess(problem))
         self.relations = [(name, rows) for name, rows in self.cp.edges.items()
                           if name not in ("in", "cfree", "stable", "gripper_clear") and len(rows)]
+        self._memo: dict = {}
         self.reset()
+
+    def memo(self, key, compute):
+        """``compute()``, evaluated once per ``key`` for this problem: for callers' values that
+        depend on the problem alone (e.g. an object's gripper envelope at a yaw)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def reset(self) -> None:
         k = torch.arange(self.n, dtype=torch.float64)
