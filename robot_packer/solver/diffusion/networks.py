@@ -101,10 +101,25 @@ class ComposedDenoiser(nn.Module):
         return enc, temb
 
     def edge_eps(self, edge_type: str, enc: Tensor, temb: Tensor, args: Tensor) -> Tensor:
-        """Noise predictions (B, E, arity, pose_dim) of every edge of one type, in one forward."""
+        """Noise predictions (B, E, arity, pose_dim) of every edge of one type, in one forward.
+
+        The head's first layer is linear in the concatenation (argument encodings, the first
+        argument's time encoding); when the type has more edges than there are nodes (``cfree``,
+        ``heavy_below``) it is applied per node, once for each argument slot, and gathered per
+        edge: the same function with E × arity rows of the widest layer replaced by N × (arity
+        + 1).
+        """
         b, e, arity = enc.shape[0], args.shape[0], args.shape[1]
-        feats = enc[:, args].reshape(b, e, arity * self.arg_dim)
-        out = self.heads[head_key(edge_type)](torch.cat([feats, temb[:, args[:, 0]]], -1))
+        head = self.heads[head_key(edge_type)]
+        if e <= enc.shape[1]:
+            feats = enc[:, args].reshape(b, e, arity * self.arg_dim)
+            out = head(torch.cat([feats, temb[:, args[:, 0]]], -1))
+        else:
+            first, d = head[0], self.arg_dim
+            z = first.bias + (temb @ first.weight[:, arity * d:].T)[:, args[:, 0]]
+            for k in range(arity):
+                z = z + (enc @ first.weight[:, k * d:(k + 1) * d].T)[:, args[:, k]]
+            out = head[1:](z)
         return self.decoder(out.reshape(b, e, arity, -1))
 
     def forward(self, x: Tensor, t: Tensor, graph: ProblemGraph) -> Tensor:
