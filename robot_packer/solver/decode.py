@@ -13,6 +13,11 @@ in two batches, the ``NEAREST`` nearest first and the rest only when none of tho
 fixed cost). An object with no passing candidate ends the decode (a
 complete but infeasible placement would only be discarded); :func:`decode_exact` then tries the
 same layout again with that object placed first.
+
+:func:`legalize` prepares a layout for decoding: a sample's boxes overlap by centimetres at
+N >= 8, and nearest-point decoding of such a layout drifts; pushed apart along the axes the
+sample itself separates them on (a constraint graph per axis, longest paths, overflowing chains
+moved to another axis) the layout keeps its arrangement and becomes one the decoder can follow.
 """
 from __future__ import annotations
 
@@ -35,6 +40,93 @@ NEAREST = 128        # candidates checked first (nearest); the rest only if none
 LEVEL = 0.01         # bottom heights within this (m) count as one level when ordering
 BUMPS = 16           # re-decodes with the stuck object moved to the front (2 -> 16: dense
 #                      N = 8 / 10 22 -> 31 / 2 -> 11 of 50 verified; standard N = 10 unchanged)
+
+
+def legalize(problem: PackingProblem, layout: np.ndarray, gap: float = 0.001,
+             repairs: int | None = None) -> tuple[np.ndarray, float]:
+    """The layout (n, 4; yaws multiples of 90°) with its boxes pushed apart along the axes the
+    layout separates them on, each as near to where the layout put it as that allows.
+
+    Every pair of boxes is kept apart along one axis: at first the one on which the layout
+    overlaps them least, in the layout's order along it (a constraint graph, acyclic per axis).
+    Along x and y a box moves to its layout coordinate clipped to the room its neighbours leave
+    it (``gap`` between faces); along z every box drops onto what it must be above, or the
+    floor. When a chain of boxes overflows the container along an axis, the pair on that chain
+    the layout overlaps least along another axis is moved to that axis (at most ``repairs``
+    times, default 2 n). Returns the layout and how far (m) its longest chain still overflows
+    the container (0: every chain fits). The layout is a target for :func:`decode`, not a
+    placement: support and relations are not looked at.
+    """
+    n = len(layout)
+    c, s = np.abs(np.cos(layout[:, 3])), np.abs(np.sin(layout[:, 3]))
+    sz = problem.sizes
+    half = 0.5 * np.stack([c * sz[:, 0] + s * sz[:, 1], s * sz[:, 0] + c * sz[:, 1], sz[:, 2]], 1)
+    centre = layout[:, :3]
+    overlap = half[:, None] + half[None] - np.abs(centre[:, None] - centre[None])  # (n, n, 3)
+    axis = np.argmin(overlap, -1)
+    room = np.asarray(problem.container.size, dtype=np.float64) / 2
+    room[2] = problem.container.size[2]      # z: from the floor to the rim
+    flipped: set[tuple[int, int, int]] = set()
+    for _ in range(2 * n if repairs is None else repairs):
+        pos, chain, excess = _pushed(centre, half, room, axis, gap)
+        a = int(np.argmax(excess))
+        if excess[a] <= 1e-9:
+            break
+        moves = [(overlap[i, j, b], i, j, b) for i, j in chain[a] for b in range(3)
+                 if b != a and (i, j, b) not in flipped]
+        if not moves:
+            break
+        _, i, j, b = min(moves)
+        axis[i, j] = axis[j, i] = b
+        flipped.add((i, j, b))
+    else:
+        pos, _, excess = _pushed(centre, half, room, axis, gap)
+    out = layout.copy()
+    out[:, :3] = pos
+    return out, max(float(excess.max()), 0.0)
+
+
+def _pushed(centre, half, room, axis, gap):
+    """Positions (n, 3) of :func:`legalize` for one choice of separating ``axis`` (n, n), the
+    pairs (i, j) on each axis' longest chain, and how far that chain overflows (3,)."""
+    n = len(centre)
+    index = np.arange(n)
+    pos = np.empty((n, 3))
+    chains, excess = [], np.zeros(3)
+    for a in range(3):
+        # i before j along a: apart along a and lower there (ties by index)
+        before = (axis == a) & ((centre[:, None, a] < centre[None, :, a])
+                                | (centre[:, None, a] == centre[None, :, a])
+                                & (index[:, None] < index[None]))
+        rank = np.argsort(centre[:, a], kind="stable")
+        lowest = -room[a] if a < 2 else 0.0
+        step = gap if a < 2 else 0.0
+        low, prev = np.empty(n), np.full(n, -1)
+        for j in rank:                       # the longest chain from the low wall / the floor
+            low[j] = lowest + half[j, a]
+            for i in np.flatnonzero(before[:, j]):
+                if low[i] + half[i, a] + half[j, a] + step > low[j]:
+                    low[j], prev[j] = low[i] + half[i, a] + half[j, a] + step, i
+        top = low + half[:, a]
+        worst = int(np.argmax(top))
+        excess[a] = top[worst] - room[a]
+        chain, j = [], worst
+        while prev[j] >= 0:
+            chain.append((int(prev[j]), j))
+            j = prev[j]
+        chains.append(chain)
+        if a == 2:                           # drop: onto what it must be above, or the floor
+            pos[:, 2] = low
+            continue
+        high = np.empty(n)                   # the room the boxes after it leave
+        for j in rank[::-1]:
+            high[j] = min([room[a] - half[j, a]] + [high[k] - half[k, a] - half[j, a] - gap
+                                                    for k in np.flatnonzero(before[j])])
+        for j in rank:
+            lo = max([-room[a] + half[j, a]] + [pos[i, a] + half[i, a] + half[j, a] + gap
+                                                for i in np.flatnonzero(before[:, j])])
+            pos[j, a] = max(lo, min(centre[j, a], high[j]))
+    return pos, chains, excess
 
 
 def layout_order(problem: PackingProblem, layout: np.ndarray) -> list[int]:

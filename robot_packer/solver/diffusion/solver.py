@@ -18,6 +18,8 @@ decoded into exact placements along their layout, :mod:`robot_packer.solver.deco
 any gradient refinement; every second round then holds the objects the furthest decodes placed
 and re-samples only the others — a completion round; 0: the paper's pipeline, samples refined
 only),
+``legalize`` (default true: before decoding, a fresh sample's boxes are pushed apart along the
+axes it separates them on and dropped, :func:`~robot_packer.solver.decode.legalize`),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from robot_packer.constraints import all_satisfied, check, compile_problem
 from robot_packer.problem import PackingProblem, resource_path
 from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
-from robot_packer.solver.decode import Decoded, decode_exact
+from robot_packer.solver.decode import Decoded, decode_exact, legalize
 from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
@@ -70,6 +72,7 @@ class DiffusionOptions:
     settle: bool = True           # exact-check candidates dropped onto their supports first
     support_margin: float = 0.01  # refine towards centres this far inside their supports (m)
     decode: int = 16              # samples per round decoded along their layout (0: none)
+    legalize: bool = True         # decode fresh layouts with their boxes pushed apart first
 
     @classmethod
     def from_dict(cls, options: dict) -> "DiffusionOptions":
@@ -164,15 +167,19 @@ class DiffusionSolver:
     def decoded(self, problem: PackingProblem, checker: PartialChecker, raw: torch.Tensor,
                 v: torch.Tensor, deadline: float,
                 firsts: list[list[int]] | None = None) -> list[Decoded]:
-        """Decodes of the ``decode`` lowest-violation samples (yaws snapped to quarter turns),
-        stopping at the first exact one (the last in the list). ``firsts[k]``: objects sample k
-        held, placed first in that order."""
+        """Decodes of the ``decode`` lowest-violation samples (yaws snapped to quarter turns;
+        with ``legalize``, boxes pushed apart along the axes the sample separates them on,
+        :func:`~robot_packer.solver.decode.legalize`), stopping at the first exact one (the last
+        in the list). ``firsts[k]``: objects sample k held, placed first in that order (such
+        samples are decoded as drawn: their held objects are where they were placed)."""
         best = torch.argsort(v)[:self.options.decode].tolist()
         layouts = raw[best].double().cpu().numpy()
         layouts[..., 3] = np.round(layouts[..., 3] / (math.pi / 2)) * (math.pi / 2)
         outs = []
         for k, layout in zip(best, layouts):
             first = firsts[k] if firsts is not None else ()
+            if self.options.legalize and not first:    # held objects stay where they are
+                layout, _ = legalize(problem, layout)
             out = decode_exact(problem, checker, layout, first, deadline=deadline)
             if out is None:           # out of time
                 break
