@@ -1,6 +1,7 @@
 """Compositional diffusion solver: denoisers, composition, sampler, training, checkpoint, solving."""
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ from robot_packer.solver.diffusion.checkpoint import load_model, save_model, sha
 from robot_packer.solver.diffusion.data import make_record
 from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_graph, denormalise,
                                                  normalise)
-from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig
+from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig, head_key
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
 from robot_packer.solver.diffusion.train import PackedDataset, diffusion_loss
@@ -58,6 +59,25 @@ def test_every_denoiser_head_shapes_finite_deterministic(edge_type, device):
     assert outs[0].shape == (5, 2, arity, POSE_DIM)
     assert torch.isfinite(outs[0]).all()
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("edge_type", ["cfree", "left_of", "in"])
+def test_an_edge_head_is_its_mlp_over_the_concatenated_arguments(edge_type):
+    """Types with more edges than nodes run the head's first layer per node: it must still be
+    the head applied to (argument encodings, first argument's time encoding) of every edge."""
+    graph = build_graph(problem(5)[0])
+    model = tiny_model()
+    x = torch.randn(3, graph.n, POSE_DIM, generator=torch.Generator().manual_seed(3))
+    t = torch.full((3, graph.n), 60)
+    enc, temb = model.encode(x, t, graph)
+    arity = EDGE_TYPES[edge_type]
+    pairs = [list(p) for p in itertools.permutations(range(graph.n), arity)]   # 20 > 5 nodes
+    for args in (torch.tensor(pairs), torch.tensor(pairs[:2])):
+        got = model.edge_eps(edge_type, enc, temb, args)
+        feats = torch.cat([enc[:, args].flatten(2), temb[:, args[:, 0]]], -1)
+        head = model.heads[head_key(edge_type)](feats)
+        want = model.decoder(head.reshape(3, len(args), arity, -1))
+        assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_composition_is_edge_sum_over_sqrt_degree():
