@@ -1,4 +1,5 @@
-"""Compositional diffusion solver: denoisers, composition, sampler, training, checkpoint, solving."""
+"""Compositional diffusion solver: denoisers, composition, sampler, training, checkpoint,
+solving."""
 from __future__ import annotations
 
 import itertools
@@ -108,9 +109,11 @@ def test_pose_normalisation_round_trip_keeps_boxes():
 def fixed_problem() -> PackingProblem:
     """A hand-written 3-object problem (independent of the generator's evolution)."""
     items = [Item(f"o{i}", np.array(s), mass=m) for i, (s, m) in
-             enumerate([((0.1, 0.08, 0.1), 0.4), ((0.12, 0.06, 0.08), 0.3), ((0.08, 0.08, 0.05), 0.2)])]
+             enumerate([((0.1, 0.08, 0.1), 0.4), ((0.12, 0.06, 0.08), 0.3),
+                        ((0.08, 0.08, 0.05), 0.2)])]
     return PackingProblem(Container(np.array([0.4, 0.3, 0.2])), items,
-                          (Constraint("left_of", ("o0", "o1")), Constraint("region", ("o2", "back"))))
+                          (Constraint("left_of", ("o0", "o1")),
+                           Constraint("region", ("o2", "back"))))
 
 
 def test_sampling_loop_is_pinned_and_seeded():
@@ -189,7 +192,8 @@ def test_refine_reaches_zero_violation_from_a_perturbed_solution():
     prob, sol = problem(4)
     compiled = C.compile_problem(prob)
     start = torch.tensor(sol, dtype=torch.float32)[None].repeat(4, 1, 1)
-    start[..., :2] += 0.01 * torch.randn(start[..., :2].shape, generator=torch.Generator().manual_seed(0))
+    start[..., :2] += 0.01 * torch.randn(start[..., :2].shape,
+                                         generator=torch.Generator().manual_seed(0))
     assert float(compiled.total(start).min()) > 0
     out = refine(start, compiled, steps=150, lr=0.003, box_size=prob.container.size)
     assert float(compiled.total(out).min()) == 0.0
@@ -224,7 +228,8 @@ def test_tampered_truncated_or_missing_checkpoint_is_rejected(tmp_path):
 def test_saved_tiny_model_round_trips(tmp_path):
     model = tiny_model()
     sha = save_model(model, tmp_path / "pack3d.pt")
-    (tmp_path / "README.md").write_text(f"| file | sha256 |\n|---|---|\n| pack3d.pt | {sha} | tiny |\n")
+    (tmp_path / "README.md").write_text(
+        f"| file | sha256 |\n|---|---|\n| pack3d.pt | {sha} | tiny |\n")
     assert sha == sha256_of(tmp_path / "pack3d.pt")
     loaded = load_model(tmp_path / "pack3d.pt")
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
@@ -246,7 +251,8 @@ def test_ddp_training_with_two_gloo_processes(tmp_path):
     with socket.socket() as sock:     # a free port: a fixed one collides with other runs
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}",
            "-m", "robot_packer.solver.diffusion.train", "--steps", "4", "--batch", "4",
            "--data-size", "8", "--data-cache", str(tmp_path / "data.pkl"), "--device", "cpu",
            "--val-every", "0", "--ckpt-every", "2", "--hidden", "16", "--head-hidden", "16",
