@@ -85,6 +85,12 @@ def half_extents_xy(yaw: Tensor, size: Tensor) -> tuple[Tensor, Tensor]:
     return 0.5 * (c * size[..., 0] + s * size[..., 1]), 0.5 * (s * size[..., 0] + c * size[..., 1])
 
 
+def half_extents_xy_np(yaw: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`half_extents_xy` in numpy, for the placement searches that need no gradients."""
+    c, s = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
+    return 0.5 * (c * size[..., 0] + s * size[..., 1]), 0.5 * (s * size[..., 0] + c * size[..., 1])
+
+
 def corners(pose: Tensor, size: Tensor) -> Tensor:
     """Footprint corners (..., 4, 2), counter-clockwise."""
     ex, ey = _axes(pose[..., 3])

@@ -11,6 +11,7 @@ import torch
 import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
 from robot_packer import constraints as C
 from robot_packer import datagen
+from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import Container, Item, PackingProblem, Rules
 from robot_packer.solver import SolverConfig, make_solver, solve
 from robot_packer.solver.decode import decode, decode_exact, layout_order, legalize
@@ -45,9 +46,8 @@ def test_a_known_solution_decodes_into_an_exact_placement():
 
 def footprints_apart(problem, layout) -> bool:
     """Whether no two boxes of a layout (yaws multiples of 90°) overlap in volume."""
-    c, s = np.abs(np.cos(layout[:, 3])), np.abs(np.sin(layout[:, 3]))
-    sz = problem.sizes
-    half = 0.5 * np.stack([c * sz[:, 0] + s * sz[:, 1], s * sz[:, 0] + c * sz[:, 1], sz[:, 2]], 1)
+    half = np.stack([*half_extents_xy_np(layout[:, 3], problem.sizes),
+                     problem.sizes[:, 2] / 2], 1)
     gap = np.abs(layout[:, None, :3] - layout[None, :, :3]) - (half[:, None] + half[None])
     apart = (gap > -1e-9).any(-1)
     return bool(apart[~np.eye(len(layout), dtype=bool)].all())

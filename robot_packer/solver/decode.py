@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.heuristic import extreme_points, respect_on, with_resting_z
 from robot_packer.solver.rejection import PartialChecker
@@ -58,9 +59,8 @@ def legalize(problem: PackingProblem, layout: np.ndarray, gap: float = 0.001,
     placement: support and relations are not looked at.
     """
     n = len(layout)
-    c, s = np.abs(np.cos(layout[:, 3])), np.abs(np.sin(layout[:, 3]))
-    sz = problem.sizes
-    half = 0.5 * np.stack([c * sz[:, 0] + s * sz[:, 1], s * sz[:, 0] + c * sz[:, 1], sz[:, 2]], 1)
+    half = np.stack([*half_extents_xy_np(layout[:, 3], problem.sizes),
+                     problem.sizes[:, 2] / 2], 1)
     centre = layout[:, :3]
     overlap = half[:, None] + half[None] - np.abs(centre[:, None] - centre[None])  # (n, n, 3)
     axis = np.argmin(overlap, -1)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import REGIONS, PackingProblem
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 from robot_packer.solver.rejection import FAILED_KEEP, PartialChecker
@@ -130,8 +131,7 @@ def with_resting_z(checker: PartialChecker, i: int, xyy: torch.Tensor) -> torch.
 def _face_coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
     """Centre coordinates along one axis that put the object, its fingers or its gripper
     (``reach``: (below, above) extents) against a wall or a placed box's face."""
-    c, s = np.abs(np.cos(placed[:, 3])), np.abs(np.sin(placed[:, 3]))
-    half = 0.5 * ((c * psz[:, 0] + s * psz[:, 1]) if axis == 0 else (s * psz[:, 0] + c * psz[:, 1]))
+    half = half_extents_xy_np(placed[:, 3], psz)[axis]
     centre = placed[:, axis]
     out = []
     for below, above in reach:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
@@ -178,9 +179,7 @@ class RejectionSolver:
             size = problem.sizes[i]
             yaw = rng.integers(0, 2, self.tries) * (math.pi / 2) + rng.uniform(
                 -self.jitter, self.jitter, self.tries)
-            c, s = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
-            hx = 0.5 * (c * size[0] + s * size[1])
-            hy = 0.5 * (s * size[0] + c * size[1])
+            hx, hy = half_extents_xy_np(yaw, size)
             x = rng.uniform(-1, 1, self.tries) * np.maximum(L / 2 - hx, 0.0)
             y = rng.uniform(-1, 1, self.tries) * np.maximum(W / 2 - hy, 0.0)
             xyy = torch.as_tensor(np.stack([x, y, yaw], -1))
