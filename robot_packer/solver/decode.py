@@ -43,8 +43,8 @@ BUMPS = 16           # re-decodes with the stuck object moved to the front (2 ->
 #                      N = 8 / 10 22 -> 31 / 2 -> 11 of 50 verified; standard N = 10 unchanged)
 
 
-def legalize(problem: PackingProblem, layout: np.ndarray, gap: float = 0.001,
-             repairs: int | None = None) -> tuple[np.ndarray, float]:
+def legalize(problem: PackingProblem, layout: np.ndarray,
+             gap: float = 0.001) -> tuple[np.ndarray, float]:
     """The layout (n, 4; yaws multiples of 90°) with its boxes pushed apart along the axes the
     layout separates them on, each as near to where the layout put it as that allows.
 
@@ -53,10 +53,10 @@ def legalize(problem: PackingProblem, layout: np.ndarray, gap: float = 0.001,
     Along x and y a box moves to its layout coordinate clipped to the room its neighbours leave
     it (``gap`` between faces); along z every box drops onto what it must be above, or the
     floor. When a chain of boxes overflows the container along an axis, the pair on that chain
-    the layout overlaps least along another axis is moved to that axis (at most ``repairs``
-    times, default 2 n). Returns the layout and how far (m) its longest chain still overflows
-    the container (0: every chain fits). The layout is a target for :func:`decode`, not a
-    placement: support and relations are not looked at.
+    the layout overlaps least along another axis is moved to that axis (at most 2 n times).
+    Returns the layout and how far (m) its longest chain still overflows the container (0: every
+    chain fits). The layout is a target for :func:`decode`, not a placement: support and
+    relations are not looked at.
     """
     n = len(layout)
     half = np.stack([*half_extents_xy_np(layout[:, 3], problem.sizes),
@@ -67,7 +67,7 @@ def legalize(problem: PackingProblem, layout: np.ndarray, gap: float = 0.001,
     room = np.asarray(problem.container.size, dtype=np.float64) / 2
     room[2] = problem.container.size[2]      # z: from the floor to the rim
     flipped: set[tuple[int, int, int]] = set()
-    for _ in range(2 * n if repairs is None else repairs):
+    for _ in range(2 * n):
         pos, chain, excess = _pushed(centre, half, room, axis, gap)
         a = int(np.argmax(excess))
         if excess[a] <= 1e-9:
