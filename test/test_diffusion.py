@@ -26,6 +26,7 @@ from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_gra
 from robot_packer.solver.diffusion.networks import ComposedDenoiser, DenoiserConfig, head_key
 from robot_packer.solver.diffusion.sampler import Inpaint, SamplerConfig, sample
 from robot_packer.solver.diffusion.schedule import CosineSchedule, ScheduleConfig
+from robot_packer.solver.diffusion.solver import DiffusionOptions
 from robot_packer.solver.diffusion.train import PackedDataset, diffusion_loss
 from robot_packer.solver.pipeline import solve
 from robot_packer.solver.refine import refine
@@ -153,6 +154,25 @@ def test_sampling_past_its_deadline_returns_the_x0_estimate_at_once():
     x = sample(counted, sched, graph, 2, SamplerConfig(steps=20), torch.Generator().manual_seed(0),
                deadline=0.0)
     assert len(calls) == 1 and x.shape == (2, 3, POSE_DIM) and torch.isfinite(x).all()
+
+
+def test_langevin_corrections_run_only_at_the_noisiest_levels_when_asked():
+    graph = build_graph(fixed_problem())
+    sched = CosineSchedule(ScheduleConfig(train_steps=100))
+    model = tiny_model()
+    levels = []
+    counted = lambda x, t, g: levels.append(int(t[0, 0])) or model(x, t, g)   # noqa: E731
+    grid = sched.set_timesteps(12).tolist()
+    for until in (0.0, 0.75, 1.01):
+        levels.clear()
+        sample(counted, sched, graph, 2, SamplerConfig(steps=12, langevin_until=until),
+               torch.Generator().manual_seed(0))
+        corrected = [t for t in grid if t / 100 >= until]
+        assert sorted(levels) == sorted(grid + corrected)     # one extra call per correction
+    assert 0 < len([t for t in grid if t / 100 >= 0.75]) < len(grid)
+    options = DiffusionOptions.from_dict({})                  # the solver's defaults
+    assert (options.steps, options.langevin_steps, options.langevin_until) == (12, 1, 0.75)
+    assert options.sampler().langevin_until == 0.75
 
 
 def test_per_object_violation_charges_each_argument():

