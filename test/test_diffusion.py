@@ -173,6 +173,9 @@ def test_langevin_corrections_run_only_at_the_noisiest_levels_when_asked():
     options = DiffusionOptions.from_dict({})                  # the solver's defaults
     assert (options.steps, options.langevin_steps, options.langevin_until) == (12, 1, 0.75)
     assert options.sampler().langevin_until == 0.75
+    for bad in (-0.1, 1.5, "top", True):
+        with pytest.raises(ValueError, match="options.langevin_until: must be a number in"):
+            DiffusionOptions.from_dict({"langevin_until": bad})
 
 
 def test_per_object_violation_charges_each_argument():

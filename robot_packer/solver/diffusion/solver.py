@@ -92,6 +92,10 @@ class DiffusionOptions:
             raise ValueError(f"options.restart: must be 'inpaint' or 'fresh', got {out.restart!r}")
         if not (isinstance(out.decode, int) and out.decode >= 0):
             raise ValueError(f"options.decode: must be an integer >= 0, got {out.decode!r}")
+        until = out.langevin_until
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 <= until <= 1:
+            raise ValueError(f"options.langevin_until: must be a number in [0, 1] (the share of "
+                             f"the noise levels without corrections), got {until!r}")
         return out
 
     def sampler(self) -> SamplerConfig:
