@@ -136,6 +136,10 @@ class DiffusionSolver:
                    if self.options.decode else None)
         found, vals, orders, samples, timed_out = [], [], [], 0, False
         partials: list[Decoded] = []     # the furthest decodes so far, most objects placed first
+        # one denoiser forward on this graph and batch, timed once: every round's sampler is
+        # fitted to the time left with it
+        per_forward = (self.forward_time(graph, config.candidates)
+                       if self.options.init != "random" else None)
         for r in range(max_rounds):       # smart restarts: new batches while time remains
             t0 = time.monotonic()
             inpaint, firsts = None, None
@@ -145,7 +149,7 @@ class DiffusionSolver:
             elif r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
                 inpaint = self.held_objects(graph, compiled, np.concatenate(found),
                                             np.concatenate(vals), config.candidates)
-            raw = self.draw(graph, config.candidates, gen, deadline, inpaint)
+            raw = self.draw(graph, config.candidates, gen, deadline, inpaint, per_forward)
             samples += config.candidates
             with torch.no_grad():
                 v_raw = compiled.total(raw)
@@ -247,30 +251,39 @@ class DiffusionSolver:
         pick = torch.arange(num, device=best.device) % len(best)
         return Inpaint(normalise(best[pick], graph.box), held[pick])
 
-    def fitted_sampler(self, graph, num: int, deadline: float) -> SamplerConfig:
-        """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when a timed forward pass
-        says the full count would take more than SAMPLE_SHARE of the time left."""
-        cfg = self.options.sampler()
+    def forward_time(self, graph, num: int) -> float:
+        """Seconds one denoiser forward takes on ``graph`` with ``num`` candidates (the faster of
+        two: one preempted call must not decide)."""
         dev = graph.nodes.device
         x = torch.zeros(num, graph.n, 5, device=dev)
         t = torch.zeros(num, graph.n, dtype=torch.long, device=dev)
         times = []
-        for _ in range(2):             # the faster of two: one preempted call must not decide
+        for _ in range(2):
             t0 = time.monotonic()
             with torch.no_grad():
                 self.model(x, t, graph)
             times.append(time.monotonic() - t0)
-        per_step = min(times) * (1 + cfg.langevin_steps * (1 - cfg.langevin_until))
+        return min(times)
+
+    def fitted_sampler(self, per_forward: float, deadline: float) -> SamplerConfig:
+        """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when forwards of
+        ``per_forward`` seconds say the full count would take more than SAMPLE_SHARE of the time
+        left."""
+        cfg = self.options.sampler()
+        per_step = per_forward * (1 + cfg.langevin_steps * (1 - cfg.langevin_until))
         fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
         return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
     def draw(self, graph, num: int, gen: torch.Generator, deadline: float,
-             inpaint: Inpaint | None = None) -> torch.Tensor:
-        """One batch of ``num`` samples (metres): the free objects only, with ``inpaint``."""
+             inpaint: Inpaint | None = None, per_forward: float | None = None) -> torch.Tensor:
+        """One batch of ``num`` samples (metres): the free objects only, with ``inpaint``;
+        ``per_forward``: :meth:`forward_time` of this graph and ``num`` (None: timed here)."""
         if self.options.init == "random":
             x = (torch.rand((num, graph.n, 5), generator=gen) * 2 - 1).to(graph.nodes.device)
         else:
-            cfg = self.fitted_sampler(graph, num, deadline)
+            if per_forward is None:
+                per_forward = self.forward_time(graph, num)
+            cfg = self.fitted_sampler(per_forward, deadline)
             x = sample(self.model, self.schedule, graph, num, cfg, gen, deadline, inpaint)
         return denormalise(x, graph.box)
 
