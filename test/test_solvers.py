@@ -15,7 +15,7 @@ from robot_packer import datagen
 from robot_packer.planning import step_order
 from robot_packer.problem import Constraint, Container, Item, PackingProblem, load_scene
 from robot_packer.solver import SOLVERS, SolverConfig, make_solver, register_solver, solve
-from robot_packer.solver import cem, heuristic, rejection  # noqa: F401  (register)
+from robot_packer.solver import axis_aligned, cem, heuristic, rejection  # noqa: F401  (register)
 
 try:
     import robot_packer.solver.diffusion  # noqa: F401
@@ -133,6 +133,45 @@ def test_partial_checker_matches_the_full_checker(easy):
     moved[0] += 1.0                               # outside the container
     checker.placed.pop()
     assert float(checker.violation(order[-1], moved[None])[0]) > 0.5
+
+
+@pytest.mark.parametrize("config", ["HARD", "standard"])
+def test_the_quarter_turn_fast_path_gives_the_registry_verdicts(config):
+    """The partial checker's numpy path for boxes at yaw 0 / 90° (what the heuristic and the
+    decoder place) returns the registry kernels' resting heights and violations: dense suction
+    problems with relations and fragile items, and standard parallel-gripper ones, placed one
+    object at a time at passing extreme points, every candidate also shifted by a few mm."""
+    rng = np.random.default_rng(EASY_SEED + 7)
+    gen = datagen.HARD if config == "HARD" else datagen.GenConfig()
+    verdicts, compared, names = set(), 0, set()
+    for _ in range(10 if config == "HARD" else 3):
+        problem, _ = datagen.generate(int(rng.integers(5, 9)), rng, gen)
+        names |= {c.name for c in problem.constraints}
+        for margin in (0.0, 0.01):
+            fast = rejection.PartialChecker(problem, margin)
+            slow = rejection.PartialChecker(problem, margin, fast=False)
+            for i in map(int, rng.permutation(len(problem.items))):
+                xyy = heuristic.extreme_points(problem, fast, i)
+                assert fast._fast(xyy[:, 2]) is not None and slow._fast(xyy[:, 2]) is None
+                z = fast.resting_z(i, xyy)
+                assert torch.allclose(z, slow.resting_z(i, xyy), rtol=0, atol=1e-12)
+                cand = torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
+                shift = torch.as_tensor(rng.uniform(-0.004, 0.004, (len(cand), 4)))
+                shift[:, 3] = 0.0
+                cand = torch.cat([cand, cand + shift])
+                v_fast, v_slow = fast.violation(i, cand), slow.violation(i, cand)
+                assert torch.allclose(v_fast, v_slow, rtol=0, atol=1e-12)
+                verdicts |= set((v_fast <= 0).tolist())
+                compared += len(cand)
+                ok = torch.nonzero(v_fast <= 0).flatten()
+                pick = int(ok[rng.integers(len(ok))]) if len(ok) else int(torch.argmin(v_fast))
+                fast.place(i, cand[pick])
+                slow.place(i, cand[pick])
+    assert verdicts == {True, False} and compared > 5_000
+    if config == "HARD":                          # every relation formula was compared
+        assert names | {"heavy_below"} == axis_aligned.FORMULAS
+    jittered = torch.tensor([[0.0, 0.0, 0.05]], dtype=torch.float64)
+    assert fast._fast(jittered[:, 2]) is None     # a turned box takes the registry's kernels
 
 
 def test_cem_solves_the_stacking_scene():

@@ -103,20 +103,20 @@ def extreme_points(problem: PackingProblem, checker: PartialChecker, i: int) -> 
     wall or a placed box's face (touching, or at the ``away_from`` distance), or at a coordinate
     a relation suggests, inside the container."""
     L, W, _ = problem.container.size
-    gaps = [TOUCH, C.TOL.away + TOUCH]
+    gaps = np.array([TOUCH, C.TOL.away + TOUCH])
     placed = checker.poses[checker.placed].numpy()
-    psz = problem.sizes[checker.placed]
+    half = half_extents_xy_np(placed[:, 3], problem.sizes[checker.placed])
     rows = []
     for yaw in (0.0, math.pi / 2):
         env = checker.memo(("envelopes", i, yaw),
-                           lambda: envelopes(problem, checker.geom, i, yaw))
-        hx, hy = env[0][0], env[0][2]
-        xs = (_face_coords(0, placed, psz, L, [e[:2] for e in env], gaps)
-              + _relation_coords(problem, checker, i, 0, hx))
-        ys = (_face_coords(1, placed, psz, W, [e[2:] for e in env], gaps)
-              + _relation_coords(problem, checker, i, 1, hy))
-        xs = np.unique(np.round([x for x in xs if abs(x) <= L / 2 - hx + 1e-9], 6))
-        ys = np.unique(np.round([y for y in ys if abs(y) <= W / 2 - hy + 1e-9], 6))
+                           lambda: np.array(envelopes(problem, checker.geom, i, yaw)))
+        hx, hy = env[0, 0], env[0, 2]
+        xs = np.concatenate([_face_coords(placed[:, 0], half[0], L, env[:, :2], gaps),
+                             _relation_coords(problem, checker, i, 0, hx)])
+        ys = np.concatenate([_face_coords(placed[:, 1], half[1], W, env[:, 2:], gaps),
+                             _relation_coords(problem, checker, i, 1, hy)])
+        xs = np.unique(np.round(xs[np.abs(xs) <= L / 2 - hx + 1e-9], 6))
+        ys = np.unique(np.round(ys[np.abs(ys) <= W / 2 - hy + 1e-9], 6))
         gx, gy = np.meshgrid(xs, ys, indexing="ij")
         rows.append(np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, yaw)], -1))
     return torch.as_tensor(np.concatenate(rows))
@@ -128,19 +128,16 @@ def with_resting_z(checker: PartialChecker, i: int, xyy: torch.Tensor) -> torch.
     return torch.stack([xyy[:, 0], xyy[:, 1], z, xyy[:, 2]], -1)
 
 
-def _face_coords(axis, placed, psz, extent, reach, gaps) -> list[float]:
+def _face_coords(centre, half, extent, reach, gaps) -> np.ndarray:
     """Centre coordinates along one axis that put the object, its fingers or its gripper
-    (``reach``: (below, above) extents) against a wall or a placed box's face."""
-    half = half_extents_xy_np(placed[:, 3], psz)[axis]
-    centre = placed[:, axis]
-    out = []
-    for below, above in reach:
-        out += [-extent / 2 + below, extent / 2 - above]
-        for g in gaps:
-            out += list(centre + half + below + g) + list(centre - half - above - g)
-    h_lo, h_hi = reach[0]
-    out += list(centre - half + h_lo) + list(centre + half - h_hi)   # flush with its faces
-    return out
+    (``reach``: (m, 2) below / above extents) against a wall or a face of the placed boxes
+    (``centre``, ``half``: their centres and half extents along the axis)."""
+    below, above = reach[:, 0, None, None], reach[:, 1, None, None]
+    return np.concatenate([
+        -extent / 2 + reach[:, 0], extent / 2 - reach[:, 1],
+        ((centre + half)[None, None] + below + gaps[None, :, None]).ravel(),
+        ((centre - half)[None, None] - above - gaps[None, :, None]).ravel(),
+        centre - half + reach[0, 0], centre + half - reach[0, 1]])      # flush with its faces
 
 
 def _relation_coords(problem, checker, i, axis, h) -> list[float]:
@@ -148,18 +145,28 @@ def _relation_coords(problem, checker, i, axis, h) -> list[float]:
     out = []
     bounds = checker.memo("region_bounds", lambda: C.region_bounds(
         torch.tensor(np.array(problem.container.size))).numpy())
+    for name, other in checker.memo(("relation partners", i), lambda: _partners(problem, i)):
+        if name == "region":
+            lo, hi = bounds[REGIONS.index(other), 2 * axis: 2 * axis + 2]
+            out += [lo + h + TOUCH, hi - h - TOUCH]
+        elif other in checker.placed and name in _CENTRED:
+            c = float(checker.poses[other, axis])
+            out += [c, c - 0.9 * C.TOL.aligned, c + 0.9 * C.TOL.aligned]
+    return out
+
+
+def _partners(problem: PackingProblem, i: int) -> list[tuple[str, int | str]]:
+    """The listed relations of object i: (name, the other object's index) or, for a region,
+    ("region", its name)."""
+    out = []
     for con in problem.constraints:
         args = [problem.index(a) for a in con.args[:1 if con.name == "region" else 2]]
         if i not in args:
             continue
         if con.name == "region":
-            lo, hi = bounds[REGIONS.index(con.args[1]), 2 * axis: 2 * axis + 2]
-            out += [lo + h + TOUCH, hi - h - TOUCH]
-            continue
-        other = args[1] if args[0] == i else args[0]
-        if other in checker.placed and con.name in _CENTRED:
-            c = float(checker.poses[other, axis])
-            out += [c, c - 0.9 * C.TOL.aligned, c + 0.9 * C.TOL.aligned]
+            out.append(("region", con.args[1]))
+        else:
+            out.append((con.name, args[1] if args[0] == i else args[0]))
     return out
 
 

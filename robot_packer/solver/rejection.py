@@ -26,6 +26,8 @@ import torch
 from robot_packer import constraints as C
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
+from robot_packer.solver.axis_aligned import (FORMULAS, AxisAlignedBoxes, AxisAlignedCheck,
+                                              quarter_turns)
 from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
 FAR = 1.0e3  # where not-yet-placed objects wait (metres): far from everything
@@ -39,9 +41,14 @@ class PartialChecker:
     registry's own functions, so "passes" here means exactly what the full checker means for
     the constraints whose arguments are all placed. ``support_margin`` > 0 asks more than the
     full checker: a stacked centre that far inside its support (physically robust stacks).
+
+    When the candidates and every placed object are at quarter turns (the heuristic's and the
+    decoder's extreme points) the geometric checks run on the numpy fast path of
+    :mod:`robot_packer.solver.axis_aligned` (the same formulas, ~2.5x faster per decoded
+    object; ``fast=False``: the registry's kernels for everything).
     """
 
-    def __init__(self, problem: PackingProblem, support_margin: float = 0.0):
+    def __init__(self, problem: PackingProblem, support_margin: float = 0.0, fast: bool = True):
         self.problem = problem
         self.cp = C.compile_problem(problem, dtype=torch.float64, support_margin=support_margin)
         self.geom = self.cp.geom
@@ -49,6 +56,7 @@ class PartialChecker:
         self.grasp_excess = torch.as_tensor(C.grasp_excess(problem))
         self.relations = [(name, rows) for name, rows in self.cp.edges.items()
                           if name not in ("in", "cfree", "stable", "gripper_clear") and len(rows)]
+        self.aligned = AxisAlignedBoxes(self.geom) if fast else None
         self._memo: dict = {}
         self.reset()
 
@@ -64,13 +72,29 @@ class PartialChecker:
         self.poses = torch.stack([FAR * (2 + k), torch.full_like(k, FAR), torch.full_like(k, -FAR),
                                   torch.zeros_like(k)], -1)
         self.placed: list[int] = []
+        self._quarter = True          # every placed object at a quarter turn
+        self._check: AxisAlignedCheck | None = None   # the fast path's tables for ``placed``
 
     def place(self, i: int, pose) -> None:
         self.poses[i] = torch.as_tensor(np.asarray(pose, dtype=np.float64))
         self.placed.append(i)
+        self._quarter = self._quarter and quarter_turns(self.poses[i, 3].item())
+        self._check = None
+
+    def _fast(self, yaw: torch.Tensor) -> AxisAlignedCheck | None:
+        """The numpy fast path when the candidates' ``yaw`` and every placed yaw are quarter
+        turns, else None."""
+        if self.aligned is None or not (self._quarter and quarter_turns(yaw.numpy())):
+            return None
+        if self._check is None:
+            self._check = AxisAlignedCheck(self.aligned, self.placed, self.poses.numpy())
+        return self._check
 
     def resting_z(self, i: int, xy_yaw: torch.Tensor) -> torch.Tensor:
         """(B,) centre z of object i resting at (x, y, yaw) rows of ``xy_yaw`` (B, 3)."""
+        fast = self._fast(xy_yaw[:, 2])
+        if fast is not None:
+            return torch.from_numpy(fast.resting_z(i, xy_yaw.numpy()))
         s = self.geom.sizes
         b = xy_yaw.shape[0]
         floor = torch.zeros(b, dtype=torch.float64)
@@ -90,12 +114,52 @@ class PartialChecker:
         """(B,) violation (m) of placing object i at ``cand`` (B, 4) after ``placed``: 0 exactly
         where every applicable check passes. Candidates failing the cheap ``in``/``cfree`` checks
         skip the rest (their value is then a lower bound), unless no candidate passes those."""
+        fast = self._fast(cand[:, 3])
+        if fast is not None:
+            c = cand.numpy()
+            v = fast.in_cfree(i, c)
+            ok = v <= 0.0
+            if ok.any() and not ok.all():
+                v[ok] = self._rest_fast(fast, i, cand[torch.from_numpy(ok)])
+            else:
+                v = v + self._rest_fast(fast, i, cand)
+            return torch.from_numpy(v)
         v = self._in_cfree(i, cand)
         ok = v <= 0.0
         if bool(ok.any()) and not bool(ok.all()):
             v[ok] = self._rest(i, cand[ok])
             return v
         return v + self._rest(i, cand)
+
+    def _relations_of(self, i: int) -> list[tuple[str, list[tuple[list[int], set[int]]]]]:
+        """Per relation type, its rows that involve object i, with their objects."""
+        out = []
+        for name, rows in self.relations:
+            mine = [(r, _objects(name, r)) for r in rows.tolist() if i in _objects(name, r)]
+            if mine:
+                out.append((name, mine))
+        return out
+
+    def _rest_fast(self, fast: AxisAlignedCheck, i: int, cand: torch.Tensor) -> np.ndarray:
+        """:meth:`_rest` on the quarter-turn fast path (the same checks, (B,) numpy)."""
+        c = cand.numpy()
+        v = np.zeros(len(c))
+        done = set(self.placed) | {i}
+        if "stable" in self.cp.edges:
+            v = v + fast.stable(i, c)
+        full = None
+        for name, rows in self.memo(("relations of", i), lambda: self._relations_of(i)):
+            keep = [r for r, objects in rows if objects <= done]
+            if not keep:
+                continue
+            if name in FORMULAS:
+                v = v + fast.relation(name, i, c, keep)
+                continue
+            full = self._full(i, cand) if full is None else full
+            v = v + _registry_violation(name, full, self.geom, keep)
+        if "gripper_clear" in self.cp.edges:
+            v = v + float(self.grasp_excess[i]) + fast.gripper(i, c)
+        return v
 
     def _full(self, i: int, cand: torch.Tensor) -> torch.Tensor:
         full = self.poses[None].repeat(cand.shape[0], 1, 1)
@@ -133,6 +197,11 @@ class PartialChecker:
                     cand[:, None].expand(b, k, 4), s[i].expand(b, k, 3),
                     self.poses[j][None].expand(b, k, 4), s[j][None].expand(b, k, 3), g).sum(-1)
         return v
+
+
+def _registry_violation(name, full, geom, rows) -> np.ndarray:
+    """(B,) the registry's violation of type ``name`` summed over ``rows`` of full placements."""
+    return C.REGISTRY[name].violation(full, geom, torch.tensor(rows)).sum(-1).numpy()
 
 
 def _objects(name: str, row: list[int]) -> set[int]:

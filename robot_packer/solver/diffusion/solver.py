@@ -5,7 +5,9 @@ Options (``SolverConfig.options``, all optional): ``steps`` (DDIM steps, default
 (default 0.75: corrections only at the noisiest levels, t/T >= this; 12 steps corrected in the
 top quarter sample ~4x faster than 25 steps corrected everywhere, and the layouts decode as far:
 dense N = 10 5.2 vs 5.3 of 10 objects per sample), ``refine_steps`` (default 100; a round stops
-refining as soon as one candidate reaches zero), ``refine_lr``, ``refine_top`` (candidates
+refining as soon as one candidate reaches zero; with decoding on, refinement is the fallback and
+gets at most ``REFINE_SHARE`` of the time left: on dense problems it never reached zero, and on
+the standard tier decoding solved every problem it did), ``refine_lr``, ``refine_top`` (candidates
 refined per round, default 32), ``snap_yaw`` (default true: half the refined candidates get
 their yaw snapped to the nearest quarter turn), ``domain`` (``pack3d``),
 ``init`` (``random`` replaces the samples by uniform starts: the refinement-only ablation),
@@ -19,8 +21,9 @@ require),
 ``decode`` (default 16: each round, the best that many samples by composed violation are first
 decoded into exact placements along their layout, :mod:`robot_packer.solver.decode`, before
 any gradient refinement; every second round then holds the objects the furthest decodes placed
-and re-samples only the others — a completion round; 0: the paper's pipeline, samples refined
-only),
+and re-samples only the others — a completion round; a fresh round decodes for at most
+``DECODE_SHARE`` of the time left at its start, so that a short budget still reaches a
+completion round; 0: the paper's pipeline, samples refined only),
 ``legalize`` (default true: before decoding, a fresh sample's boxes are pushed apart along the
 axes it separates them on and dropped, :func:`~robot_packer.solver.decode.legalize`),
 ``max_rounds`` (sampling rounds before giving up, default: until the deadline).
@@ -54,6 +57,9 @@ FAILED_EXACT = 1e-7  # violation recorded for a zero-total candidate the exact c
 RESTART_SHARE = 0.5  # a new round starts only with this share of the last round's time left
 RESTART_BASES = 8    # best candidates an inpainting round re-samples around
 HELD_BELOW = 1e-6    # an object whose charged violation (m) is below this is held
+DECODE_SHARE = 0.5   # a fresh round decodes for at most this share of the time left at its start
+#                      (the rest is for completing its furthest decodes)
+REFINE_SHARE = 0.1   # with decoding on, refinement gets at most this share of the time left
 SETTLE_SNAP_DEG = 3.0  # settling snaps yaws this close to a right angle
 
 
@@ -154,7 +160,8 @@ class DiffusionSolver:
             with torch.no_grad():
                 v_raw = compiled.total(raw)
             if checker is not None:
-                outs = self.decoded(problem, checker, raw, v_raw, deadline, firsts)
+                until = deadline if firsts else t0 + DECODE_SHARE * (deadline - t0)
+                outs = self.decoded(problem, checker, raw, v_raw, until, firsts)
                 if outs and outs[-1].exact:
                     found.append(outs[-1].poses[None])
                     vals.append(np.zeros(1))
@@ -162,7 +169,9 @@ class DiffusionSolver:
                     break
                 partials = sorted(partials + [d for d in outs if d.placed],
                                   key=lambda d: -d.placed)[:RESTART_BASES]
-            poses = self.refined(compiled, problem, raw, v_raw, deadline)
+            poses = self.refined(compiled, problem, raw, v_raw,
+                                 deadline if checker is None else
+                                 time.monotonic() + REFINE_SHARE * (deadline - time.monotonic()))
             v = compiled.total(poses).detach()
             solved = self.exactly_solved(problem, poses, v)
             found.append(poses.cpu().numpy())
