@@ -59,6 +59,7 @@ RESTART_BASES = 8    # best candidates an inpainting round re-samples around
 HELD_BELOW = 1e-6    # an object whose charged violation (m) is below this is held
 DECODE_SHARE = 0.5   # a fresh round decodes for at most this share of the time left at its start
 #                      (the rest is for completing its furthest decodes)
+CYCLE = 2            # rounds per fresh batch: the others complete (or re-sample around) the best
 REFINE_SHARE = 0.1   # with decoding on, refinement gets at most this share of the time left
 SETTLE_SNAP_DEG = 3.0  # settling snaps yaws this close to a right angle
 
@@ -149,10 +150,10 @@ class DiffusionSolver:
         for r in range(max_rounds):       # smart restarts: new batches while time remains
             t0 = time.monotonic()
             inpaint, firsts = None, None
-            if r % 2 == 1 and partials:   # complete the furthest decodes: re-sample the rest
+            if r % CYCLE and partials:    # complete the furthest decodes: re-sample the rest
                 # (init=random ignores the inpainting; the decodes still place the prefix first)
                 inpaint, firsts = self.completion(graph, partials, config.candidates)
-            elif r % 2 == 1 and self.options.restart == "inpaint" and self.options.init != "random":
+            elif r % CYCLE and self.options.restart == "inpaint" and self.options.init != "random":
                 inpaint = self.held_objects(graph, compiled, np.concatenate(found),
                                             np.concatenate(vals), config.candidates)
             raw = self.draw(graph, config.candidates, gen, deadline, inpaint, per_forward)
