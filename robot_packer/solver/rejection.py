@@ -73,7 +73,7 @@ class PartialChecker:
                                   torch.zeros_like(k)], -1)
         self.placed: list[int] = []
         self._quarter = True          # every placed object at a quarter turn
-        self._check: AxisAlignedCheck | None = None   # the fast path's tables for ``placed``
+        self._check: tuple[tuple[int, ...], AxisAlignedCheck] | None = None  # fast path tables
 
     def place(self, i: int, pose) -> None:
         self.poses[i] = torch.as_tensor(np.asarray(pose, dtype=np.float64))
@@ -86,9 +86,10 @@ class PartialChecker:
         turns, else None."""
         if self.aligned is None or not (self._quarter and quarter_turns(yaw.numpy())):
             return None
-        if self._check is None:
-            self._check = AxisAlignedCheck(self.aligned, self.placed, self.poses.numpy())
-        return self._check
+        key = tuple(self.placed)     # also rebuilt when a caller edited ``placed`` itself
+        if self._check is None or self._check[0] != key:
+            self._check = key, AxisAlignedCheck(self.aligned, self.placed, self.poses.numpy())
+        return self._check[1]
 
     def resting_z(self, i: int, xy_yaw: torch.Tensor) -> torch.Tensor:
         """(B,) centre z of object i resting at (x, y, yaw) rows of ``xy_yaw`` (B, 3)."""
