@@ -116,21 +116,29 @@ class PartialChecker:
         where every applicable check passes. Candidates failing the cheap ``in``/``cfree`` checks
         skip the rest (their value is then a lower bound), unless no candidate passes those."""
         fast = self._fast(cand[:, 3])
-        if fast is not None:
-            c = cand.numpy()
-            v = fast.in_cfree(i, c)
-            ok = v <= 0.0
-            if ok.any() and not ok.all():
-                v[ok] = self._rest_fast(fast, i, cand[torch.from_numpy(ok)])
-            else:
-                v = v + self._rest_fast(fast, i, cand)
-            return torch.from_numpy(v)
-        v = self._in_cfree(i, cand)
+        if fast is None:
+            in_cfree, rest = self._in_cfree, self._rest
+        else:
+            def in_cfree(i, c):
+                return torch.from_numpy(fast.in_cfree(i, c.numpy()))
+
+            def rest(i, c):
+                return torch.from_numpy(self._rest_fast(fast, i, c))
+        v = in_cfree(i, cand)
         ok = v <= 0.0
         if bool(ok.any()) and not bool(ok.all()):
-            v[ok] = self._rest(i, cand[ok])
+            v[ok] = rest(i, cand[ok])
             return v
-        return v + self._rest(i, cand)
+        return v + rest(i, cand)
+
+    def _applicable(self, i: int):
+        """(name, rows) of every relation type with rows that involve object i and objects
+        placed already (the rows that apply when i is placed next)."""
+        done = set(self.placed) | {i}
+        for name, rows in self.memo(("relations of", i), lambda: self._relations_of(i)):
+            keep = [r for r, objects in rows if objects <= done]
+            if keep:
+                yield name, keep
 
     def _relations_of(self, i: int) -> list[tuple[str, list[tuple[list[int], set[int]]]]]:
         """Per relation type, its rows that involve object i, with their objects."""
@@ -145,19 +153,15 @@ class PartialChecker:
         """:meth:`_rest` on the quarter-turn fast path (the same checks, (B,) numpy)."""
         c = cand.numpy()
         v = np.zeros(len(c))
-        done = set(self.placed) | {i}
         if "stable" in self.cp.edges:
             v = v + fast.stable(i, c)
         full = None
-        for name, rows in self.memo(("relations of", i), lambda: self._relations_of(i)):
-            keep = [r for r, objects in rows if objects <= done]
-            if not keep:
-                continue
+        for name, keep in self._applicable(i):
             if name in FORMULAS:
                 v = v + fast.relation(name, i, c, keep)
                 continue
             full = self._full(i, cand) if full is None else full
-            v = v + _registry_violation(name, full, self.geom, keep)
+            v = v + C.REGISTRY[name].violation(full, self.geom, torch.tensor(keep)).sum(-1).numpy()
         if "gripper_clear" in self.cp.edges:
             v = v + float(self.grasp_excess[i]) + fast.gripper(i, c)
         return v
@@ -182,14 +186,10 @@ class PartialChecker:
         b = cand.shape[0]
         full = self._full(i, cand)
         v = torch.zeros(b, dtype=cand.dtype)
-        done = set(self.placed) | {i}
         if "stable" in self.cp.edges:
             v = v + C.REGISTRY["stable"].violation(full, g, torch.tensor([[i]]))[:, 0]
-        for name, rows in self.relations:
-            keep = [r for r in rows.tolist()
-                    if _objects(name, r) <= done and i in _objects(name, r)]
-            if keep:
-                v = v + C.REGISTRY[name].violation(full, g, torch.tensor(keep)).sum(-1)
+        for name, keep in self._applicable(i):
+            v = v + C.REGISTRY[name].violation(full, g, torch.tensor(keep)).sum(-1)
         if "gripper_clear" in self.cp.edges:
             v = v + self.grasp_excess[i] + C.finger_wall_violation(cand, s[i].expand(b, 3), g)
             if self.placed:                # every placed box at once: (b, k) pairs
@@ -198,11 +198,6 @@ class PartialChecker:
                     cand[:, None].expand(b, k, 4), s[i].expand(b, k, 3),
                     self.poses[j][None].expand(b, k, 4), s[j][None].expand(b, k, 3), g).sum(-1)
         return v
-
-
-def _registry_violation(name, full, geom, rows) -> np.ndarray:
-    """(B,) the registry's violation of type ``name`` summed over ``rows`` of full placements."""
-    return C.REGISTRY[name].violation(full, geom, torch.tensor(rows)).sum(-1).numpy()
 
 
 def _objects(name: str, row: list[int]) -> set[int]:
