@@ -281,6 +281,8 @@ def test_ddp_training_with_two_gloo_processes(tmp_path):
            "--val-every", "0", "--ckpt-every", "2", "--hidden", "16", "--head-hidden", "16",
            "--out", str(out)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
+    causes = [ln for ln in res.stderr.splitlines()
+              if any(k in ln for k in ("terminate", "what()", "Error", "error"))]
+    assert res.returncode == 0, "\n".join(causes[:20]) + "\n" + res.stderr[-1500:]
     blob = torch.load(out, weights_only=True)
     assert blob["config"]["step"] == 4 and (tmp_path / "ddp.pt.resume").exists()

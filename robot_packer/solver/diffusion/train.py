@@ -228,6 +228,9 @@ def train(cfg: TrainConfig) -> dict:
                       f"val_success {metrics['val_success']:.2f}")
     log.close()
     if world > 1:
+        # Tear down together: a rank that destroys its group while rank 0 still writes the last
+        # checkpoint can see gloo's peer connection close under it and abort (seen once in CI).
+        dist.barrier()
         dist.destroy_process_group()
     return metrics
 
