@@ -102,3 +102,18 @@ def test_bad_options_are_rejected():
     solver = cpsat.CPSATSolver(SolverConfig(solver="cpsat", options={"grid_m": 0.01}))
     grids = solver.grids()
     assert grids[0] == 0.01 and grids[-1] == pytest.approx(0.001) and grids == sorted(grids)[::-1]
+
+
+def test_another_seed_gives_another_exact_plan():
+    """After a plan fails verification the pipeline proposes again with the next seed: cpsat must
+    then return another plan, not the same first solution (it used to, for every seed)."""
+    pytest.importorskip("ortools")
+    problem = _problem(6, 0, datagen.HARD)
+    plans = [solve(problem, SolverConfig(solver="cpsat", verify=False, time_budget_s=10,
+                                         threads=1, seed=seed)) for seed in (0, 7919, 2 * 7919)]
+    assert all(p.status == "solved" for p in plans), [p.message for p in plans]
+    poses = [p.poses(problem.ids) for p in plans]
+    assert not np.allclose(poses[0], poses[1]) or not np.allclose(poses[0], poses[2])
+    for p, q in zip(plans, poses):
+        order = [problem.index(s["object"]) for s in p.steps] or None
+        assert C.all_satisfied(C.check(problem, q, order))

@@ -29,11 +29,13 @@ the integer lower corner x, y, z of its cell. Constraints:
 The solution is converted to centre poses (the real box centred in its cell in x, y, lowered
 onto what lies under it; or, if that fails the exact check, its bottom at the cell's bottom: up
 to 4 mm above its supporter, within ``TOL.on_gap``) and checked with the exact checker in the
-model's placing order and in ``placement_order``. When it fails, a no-good cut and a random
-objective produce another solution, until the deadline. When the model at one grid is
-infeasible or finds nothing in its share of the budget, it is rebuilt on a finer grid (halving,
-down to ``min_grid_m``, 1 mm): rounding to 1 cm can make a dense problem infeasible. Each grid
-but the last gets half of the time left.
+model's placing order and in ``placement_order``. The search starts from a random solution
+hint (positions drawn with ``SolverConfig.seed``), so another seed gives another plan — the
+pipeline's next proposal round after a plan failed verification is not a repeat. When the exact
+check fails, a no-good cut and a random objective produce another solution, until the
+deadline. When the model at one grid is infeasible or finds nothing in its share of the budget,
+it is rebuilt on a finer grid (halving, down to ``min_grid_m``, 1 mm): rounding to 1 cm can make
+a dense problem infeasible. Each grid but the last gets half of the time left.
 
 Options (``SolverConfig.options``): ``grid_m`` (0.01), ``min_grid_m`` (0.001), ``z_grid_m``
 (0.001), ``support`` ("overlap" | "footprint"), ``support_overlap`` ((0.75, 0.5, 0.0)),
@@ -360,6 +362,15 @@ class _Model:
             lits.append(self.rot[i].Not() if solver.Value(self.rot[i]) else self.rot[i])
         self.m.AddBoolOr(lits)
 
+    def hint(self, rng: np.random.Generator) -> None:
+        """A random solution hint for every position: the search starts from a seeded random
+        layout instead of the same first solution for every seed (after a plan fails
+        verification, e.g. the arm cannot reach an object, the pipeline's next seed gets
+        another plan; without hints every seed returned the same one)."""
+        for i in range(self.n):
+            self.m.AddHint(self.x[i], int(rng.integers(0, self.Lg + 1)))
+            self.m.AddHint(self.y[i], int(rng.integers(0, self.Wg + 1)))
+
     def perturb(self, rng: np.random.Generator) -> None:
         """A random linear objective over the positions (moves the next solution elsewhere)."""
         coef = rng.integers(-5, 6, size=(self.n, 2))
@@ -449,6 +460,7 @@ class CPSATSolver:
         """Solve on one grid until ``until``: 'solved', 'infeasible' (no more solutions) or
         'unknown' (its time ran out)."""
         model = _Model(self.cp, problem, g, self.zgrid, self.support, overlap)
+        model.hint(rng)
         solver = self.cp.CpSolver()
         solver.parameters.num_workers = 1 if config.threads == 1 else 2
         solver.parameters.random_seed = int(config.seed) % (2 ** 31)
