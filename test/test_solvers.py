@@ -209,45 +209,6 @@ def test_portfolio_waits_for_every_member(monkeypatch, easy):
     assert [float(p[0, 0]) for p in cands.poses] == [1.0, 2.0]
 
 
-def test_a_repeating_member_proposes_again_while_another_runs(monkeypatch, easy):
-    """cpsat's core would idle while diffusion samples on: a repeating member with an exact answer
-    proposes again with new seeds until the others have answered, and every answer is merged (a
-    second exact plan is what the pipeline verifies when the first fails verification); one
-    whose answer is not exact stops at once."""
-    from robot_packer.solver import Candidates, portfolio
-
-    seeds: dict[str, list[int]] = {"rep_exact": [], "rep_inexact": []}
-
-    def stub(name, delay, violation):
-        class Stub:
-            def __init__(self, config):
-                pass
-
-            def propose(self, problem, config, deadline):
-                if name in seeds:
-                    seeds[name].append(config.seed)
-                time.sleep(delay)
-                return Candidates(np.zeros((1, len(problem.items), 4)), np.full(1, violation),
-                                  1, False)
-        return Stub
-
-    monkeypatch.setitem(SOLVERS, "rep_exact", stub("rep_exact", 0.02, 0.0))
-    monkeypatch.setitem(SOLVERS, "rep_inexact", stub("rep_inexact", 0.02, 0.5))
-    monkeypatch.setitem(SOLVERS, "slow", stub("slow", 0.4, 0.3))
-    monkeypatch.setattr(portfolio, "REPEATING", ("rep_exact", "rep_inexact"))
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0, seed=11,
-                          options={"members": ["rep_exact", "rep_inexact", "slow"]})
-    started = time.monotonic()
-    cands = portfolio.PortfolioSolver(config).propose(easy, config, started + 4.0)
-    assert time.monotonic() - started < 1.5                 # the repeats ended with the race
-    k = len(seeds["rep_exact"])
-    assert k >= 3 and seeds["rep_exact"] == [11 + portfolio.REPEAT_SEED_STRIDE * j
-                                             for j in range(k)]
-    assert seeds["rep_inexact"] == [11]
-    kept = len(cands.poses)                  # ranked: the best ones, at most its ``keep``
-    assert kept == min(k + 2, 16) and int((cands.violations <= 0).sum()) == min(k, kept)
-
-
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is POSIX-only")
 def test_with_more_members_than_cores_the_first_class_member_keeps_its_core(monkeypatch, easy):
     """Three members on two cores: the others' threads yield (niceness +NICE), so CP-SAT's search

@@ -18,12 +18,6 @@ member that answers in time. Members honour the deadline themselves, up to one o
 late; the race waits for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most
 ``MEMBER_GRACE_S``), then goes on without its candidates (its thread finishes in the
 background).
-
-A ``REPEATING`` member (cpsat: another seed gives another plan) that answers with an exact plan
-while another member has not answered yet proposes again with a new seed, as long as the time
-left exceeds its last proposal's: its core would otherwise idle until the race ends, and a
-second exact plan is what the pipeline verifies when the first fails verification (dense tier:
-the arm touching the container while placing is the portfolio's most frequent failure).
 """
 from __future__ import annotations
 
@@ -44,8 +38,6 @@ MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one st
 MEMBER_GRACE_SHARE = 0.1  # waits that long for them, but never more than this share of the budget
 FIRST_CLASS = ("cpsat",)  # with fewer cores than members these keep their core; the others
 NICE = 10                 # share the rest at this niceness (their threads only, for the race)
-REPEATING = ("cpsat",)    # members that propose again (new seed) while others have not answered
-REPEAT_SEED_STRIDE = 104_729  # seed offset of each repeat (a prime, unlike the pipeline's 7919)
 
 
 @register_solver("portfolio")
@@ -75,13 +67,12 @@ class PortfolioSolver:
 
     def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
         grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
-        race = _Race(len(self.members))
         futures = []
         for n, m in self.members.items():     # a fresh thread each: niceness stays with it
             fut: Future = Future()
             threading.Thread(target=_run, name=f"portfolio-{n}",
                              args=(fut, m, problem, replace(config, solver=n), deadline,
-                                   self.yields[n], race, n in REPEATING)).start()
+                                   self.yields[n])).start()
             futures.append(fut)
         done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0),
                        return_when=ALL_COMPLETED)
@@ -91,53 +82,17 @@ class PortfolioSolver:
         return _merge(ordered, timed_out=time.monotonic() > deadline)
 
 
-class _Race:
-    """How many members have answered their first proposal (thread-safe)."""
-
-    def __init__(self, members: int) -> None:
-        self.members = members
-        self._answered = 0
-        self._lock = threading.Lock()
-
-    def answered(self) -> None:
-        with self._lock:
-            self._answered += 1
-
-    def others_running(self) -> bool:
-        """Whether a member other than the caller (who has answered) has not answered yet."""
-        with self._lock:
-            return self._answered < self.members
-
-
 def _run(future: Future, member, problem: PackingProblem, config: SolverConfig,
-         deadline: float, yield_cpu: bool, race: _Race, repeat: bool) -> None:
-    """One member's proposals into ``future``, in its own thread; ``yield_cpu`` lowers that
-    thread's priority (Linux schedules threads by their own niceness). With ``repeat``, the
-    member proposes again with a new seed while its last answer held an exact plan, another
-    member has not answered yet and the time left exceeds its last proposal's; its answers are
-    merged."""
+         deadline: float, yield_cpu: bool) -> None:
+    """One member's proposal into ``future``, in its own thread; ``yield_cpu`` lowers that
+    thread's priority (Linux schedules threads by their own niceness)."""
     if yield_cpu and hasattr(os, "setpriority"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         except OSError:
             pass
     try:
-        answers: list[Candidates] = []
-        while True:
-            started = time.monotonic()
-            seed = config.seed + REPEAT_SEED_STRIDE * len(answers)
-            try:
-                answers.append(member.propose(problem, replace(config, seed=seed), deadline))
-            finally:
-                if len(answers) <= 1:          # answered, or failed: either way not running
-                    race.answered()
-            last, took = answers[-1], time.monotonic() - started
-            exact = bool(last.poses.shape[0]) and float(last.violations.min()) <= 0.0
-            if not (repeat and exact and race.others_running()
-                    and deadline - time.monotonic() > took):
-                break
-        future.set_result(answers[0] if len(answers) == 1 else
-                          _merge(answers, timed_out=any(a.timed_out for a in answers)))
+        future.set_result(member.propose(problem, config, deadline))
     except BaseException as exc:      # re-raised in the caller by future.result()
         future.set_exception(exc)
 
