@@ -363,10 +363,8 @@ class _Model:
         self.m.AddBoolOr(lits)
 
     def hint(self, rng: np.random.Generator) -> None:
-        """A random solution hint for every position: the search starts from a seeded random
-        layout instead of the same first solution for every seed (after a plan fails
-        verification, e.g. the arm cannot reach an object, the pipeline's next seed gets
-        another plan; without hints every seed returned the same one)."""
+        """A random solution hint for every x and y (see the module docstring: another seed,
+        another plan)."""
         for i in range(self.n):
             self.m.AddHint(self.x[i], int(rng.integers(0, self.Lg + 1)))
             self.m.AddHint(self.y[i], int(rng.integers(0, self.Wg + 1)))
