@@ -14,6 +14,7 @@ from robot_packer import datagen
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import Container, Item, PackingProblem, Rules
 from robot_packer.solver import SolverConfig, make_solver, solve
+from robot_packer.solver.base import Deadline
 from robot_packer.solver.decode import decode, decode_exact, layout_order, legalize
 from robot_packer.solver.rejection import PartialChecker
 
@@ -133,7 +134,7 @@ def test_decoded_plans_carry_their_placing_order_and_pass_the_pipeline():
     config = SolverConfig(solver="diffusion", verify=False, candidates=32, seed=3,
                           time_budget_s=20.0)
     solver = make_solver(config)
-    cands = solver.propose(problem, config, deadline=time.monotonic() + 30)
+    cands = solver.propose(problem, config, deadline=Deadline(time.monotonic() + 30))
     assert cands.violations[0] == 0.0
     assert cands.orders is not None and sorted(cands.orders[0]) == list(range(6))
     assert C.all_satisfied(C.check(problem, cands.poses[0], list(cands.orders[0])))
@@ -144,7 +145,8 @@ def test_decoding_off_is_the_papers_pipeline_and_bad_values_are_named():
     problem, _ = dense(4, 2)
     config = SolverConfig(solver="diffusion", verify=False, candidates=16, seed=1,
                           options={"decode": 0, "max_rounds": 1})
-    cands = make_solver(config).propose(problem, config, deadline=time.monotonic() + 30)
+    deadline = Deadline(time.monotonic() + 30)
+    cands = make_solver(config).propose(problem, config, deadline=deadline)
     assert (cands.orders == -1).all()          # refined samples: no placing order of their own
     for bad in (-1, 2.5, "many"):
         with pytest.raises(ValueError, match="options.decode"):

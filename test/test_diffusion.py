@@ -18,7 +18,7 @@ import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" s
 from robot_packer import constraints as C
 from robot_packer.datagen import GenConfig, generate
 from robot_packer.problem import Constraint, Container, Item, PackingProblem, resource_path
-from robot_packer.solver.base import SOLVERS, SolverConfig
+from robot_packer.solver.base import SOLVERS, Deadline, SolverConfig
 from robot_packer.solver.diffusion.checkpoint import load_model, save_model, sha256_of
 from robot_packer.solver.diffusion.data import make_record
 from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_graph, denormalise,
@@ -152,7 +152,7 @@ def test_sampling_past_its_deadline_returns_the_x0_estimate_at_once():
     model = tiny_model()
     counted = lambda x, t, g: calls.append(1) or model(x, t, g)   # noqa: E731
     x = sample(counted, sched, graph, 2, SamplerConfig(steps=20), torch.Generator().manual_seed(0),
-               deadline=0.0)
+               deadline=Deadline(0.0))
     assert len(calls) == 1 and x.shape == (2, 3, POSE_DIM) and torch.isfinite(x).all()
 
 

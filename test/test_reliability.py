@@ -17,6 +17,7 @@ import robot_packer.solver.cem  # noqa: F401  (registers the cem baseline)
 from robot_packer import constraints as C
 from robot_packer.problem import Plan, SceneError, problem_from_dict, resource_path
 from robot_packer.solver import SOLVERS, SolverConfig, make_solver, solve
+from robot_packer.solver.base import Deadline
 
 PACKAGE = Path(robot_packer.solver.cem.__file__).resolve().parents[1]
 FAST_S = 0.5  # generous upper bound for a precheck answer (measured: milliseconds)
@@ -76,6 +77,50 @@ def test_infeasible_problems_answered_in_milliseconds(case, solver):
 
 
 # ----------------------------------------------------------------------------- deadlines
+
+
+def test_a_stopped_deadline_has_passed_for_every_sooner_one_and_calls_its_callbacks():
+    import threading
+
+    deadline = Deadline(time.monotonic() + 3600.0)
+    stage = deadline.sooner(time.monotonic() + 1800.0)
+    calls = []
+    assert not deadline.passed() and not stage.passed() and stage.at < deadline.at
+    with stage.on_stop(lambda: calls.append("inside")):
+        threading.Thread(target=deadline.stop).start()
+        for _ in range(1000):
+            if calls:
+                break
+            time.sleep(0.001)
+    assert calls == ["inside"] and deadline.passed() and stage.passed()
+    assert deadline.left() == 0.0 and stage.stopped
+    with deadline.on_stop(lambda: calls.append("after")):   # already stopped: called at once
+        pass
+    assert calls == ["inside", "after"]
+    assert Deadline(time.monotonic() - 1.0).passed()
+
+
+@pytest.mark.parametrize("name", sorted(set(SOLVERS) - {"portfolio"}))
+def test_every_solver_ends_its_proposal_soon_after_its_deadline_is_stopped(name):
+    """A portfolio race stops the members still searching once it has its plan: a proposal
+    given 60 s on an unsolvable problem returns within seconds of the stop. (Twelve 20 x 10 cm
+    boxes in a 49 x 49 cm single-layer tray: their area fits, they do not, and CP-SAT searches
+    its whole budget without proving it.)"""
+    import threading
+
+    problem = scene([(f"b{i}", (0.2, 0.1, 0.1), 1.0, False) for i in range(12)],
+                    container=(0.49, 0.49, 0.1), gripper={"type": "suction", "cup_radius": 0.02})
+    config = SolverConfig(solver=name, device="cpu", time_budget_s=60.0, verify=False)
+    try:
+        solver = make_solver(config)
+    except (OSError, ValueError) as exc:    # cpsat without OR-Tools, a missing checkpoint
+        pytest.skip(f"{name} cannot be built here: {exc}")
+    deadline = Deadline(time.monotonic() + 60.0)
+    threading.Timer(0.5, deadline.stop).start()
+    t0 = time.monotonic()
+    solver.propose(problem, config, deadline)
+    took = time.monotonic() - t0
+    assert took < 5.0, f"{name} returned {took:.1f} s after starting, 0.5 s after the stop"
 
 
 def unsolvable_but_not_provably():
@@ -172,8 +217,8 @@ class StubSolver:
     def propose(self, problem, config, deadline):
         from robot_packer.solver.base import Candidates
 
-        self.deadlines.append(deadline)
-        self.clock.now = self.returns_at(deadline)
+        self.deadlines.append(deadline.at)
+        self.clock.now = self.returns_at(deadline.at)
         return Candidates(self.poses, self.violations, len(self.poses), self.timed_out)
 
 
@@ -194,8 +239,8 @@ def clocked(monkeypatch):
         starts.append(clock.now)
         clock.now += fake_verify.verify_s
         reason = "fake: settles apart"
-        if deadline is not None and clock.now > deadline:
-            clock.now, reason = deadline + 0.001, "verification stopped at the time budget"
+        if deadline is not None and deadline.passed():
+            clock.now, reason = deadline.at + 0.001, "verification stopped at the time budget"
         return {**plan.verification, "simulator": "pybullet", "passed": False,
                 "reasons": [reason]}
 
@@ -311,7 +356,8 @@ def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypa
         waited.clear()
         config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=budget,
                               options={"members": ["late"]})
-        cands = portfolio.PortfolioSolver(config).propose(problem, config, time.monotonic())
+        cands = portfolio.PortfolioSolver(config).propose(problem, config,
+                                                          Deadline(time.monotonic()))
         assert cands.poses.shape[0] == 0 and cands.timed_out
         assert len(waited) == 1 and 0.0 <= waited[0] <= grace
     release.set()
@@ -459,7 +505,7 @@ def test_verification_with_a_passed_deadline_fails_with_a_reason():
 
     verify_plan = _sim_verify()
     before = _connected_clients()
-    result = verify_plan(TWO, APART, deadline=time.monotonic() - 1.0)
+    result = verify_plan(TWO, APART, deadline=Deadline(time.monotonic() - 1.0))
     assert result["passed"] is False and result["simulator"] == "pybullet"
     assert any("verification stopped at the time budget" in r for r in result["reasons"])
     assert set(result) == set(unverified()) | {"reasons"}
@@ -471,7 +517,7 @@ def test_verification_with_a_passed_deadline_fails_with_a_reason():
 
 @pytest.mark.parametrize("ticks, words", [(3.5, "of settling simulated"),
                                           (11.5, "reach checked for 1 of 2 objects")])
-def test_verification_stopped_mid_simulation_closes_its_client(monkeypatch, ticks, words):
+def test_verification_stopped_mid_simulation_closes_its_client(ticks, words):
     """A clock that moves one (fake) second per look: the deadline passes while settling, or
     while checking reach (one look before the world, 8 while settling 2 s, one before the robot,
     one per object); the simulation stops, its client is closed, the next verification works."""
@@ -485,14 +531,12 @@ def test_verification_stopped_mid_simulation_closes_its_client(monkeypatch, tick
             return self.now
 
     before = _connected_clients()
-    monkeypatch.setattr(verify, "time", Ticking())
-    result = verify.verify_plan(TWO, APART, deadline=ticks)
+    result = verify.verify_plan(TWO, APART, deadline=Deadline(ticks, Ticking().monotonic))
     assert result["passed"] is False
     assert any("stopped at the time budget" in r and words in r for r in result["reasons"]), \
         result["reasons"]
     assert _connected_clients() == before
-    monkeypatch.undo()
-    full = verify.verify_plan(TWO, APART, deadline=time.monotonic() + 3600.0)
+    full = verify.verify_plan(TWO, APART, deadline=Deadline(time.monotonic() + 3600.0))
     assert full["max_drift_m"] is not None and full["reachable"] is not None
     assert not any("stopped" in r for r in full["reasons"])
 

@@ -15,6 +15,7 @@ from robot_packer import datagen
 from robot_packer.planning import step_order
 from robot_packer.problem import Constraint, Container, Item, PackingProblem, load_scene
 from robot_packer.solver import SOLVERS, SolverConfig, make_solver, register_solver, solve
+from robot_packer.solver.base import Deadline
 from robot_packer.solver import axis_aligned, cem, heuristic, rejection  # noqa: F401  (register)
 
 try:
@@ -46,7 +47,7 @@ def easy():
 def test_every_solver_solves_an_easy_problem(name, device, easy):
     config, solver = build(name, device, time_budget_s=10.0)
     t0 = time.monotonic()
-    cands = solver.propose(easy, config, time.monotonic() + config.time_budget_s)
+    cands = solver.propose(easy, config, Deadline(time.monotonic() + config.time_budget_s))
     assert time.monotonic() - t0 < config.time_budget_s + 2.0
     k = cands.poses.shape[0]
     assert k >= 1 and cands.poses.shape == (k, 3, 4) and cands.violations.shape == (k,)
@@ -66,6 +67,13 @@ def test_same_seed_same_answer(name, easy):
     first = solve(easy, config, solver)
     again = solve(easy, config, make_solver(config))
     assert first.status == again.status == "solved"
+    if name == "portfolio":      # a race: the member that answers first wins, and its plan is
+        for plan in (first, again):     # the one that member gives alone with the same seed
+            member = plan.solver["member"]
+            alone = solve(easy, replace(config, solver=member), make_solver(
+                replace(config, solver=member)))
+            np.testing.assert_allclose(plan.poses(easy.ids), alone.poses(easy.ids), atol=1e-6)
+        return
     np.testing.assert_allclose(first.poses(easy.ids), again.poses(easy.ids), atol=1e-6)
 
 
@@ -74,7 +82,8 @@ def test_time_budget_is_respected(name):
     """A dense 8-object problem with a 0.5 s budget: the solver hands back in time."""
     problem, _ = datagen.generate(8, np.random.default_rng(EASY_SEED + 1), datagen.HARD)
     config, solver = build(name, "cpu", time_budget_s=0.5)
-    solver.propose(problem, replace(config, time_budget_s=0.2), time.monotonic() + 0.2)  # warm
+    solver.propose(problem, replace(config, time_budget_s=0.2),
+                   Deadline(time.monotonic() + 0.2))  # warm
     t0 = time.monotonic()
     plan = solve(problem, config, solver)
     wall = time.monotonic() - t0
@@ -185,9 +194,9 @@ def test_cem_solves_the_stacking_scene():
     assert C.all_satisfied(C.check(problem, plan.poses(problem.ids), order))
 
 
-def test_portfolio_waits_for_every_member(monkeypatch, easy):
-    """The first exact answer may still fail PyBullet: the race goes on until every member has
-    answered, and all answers reach the pipeline (in the members' order)."""
+def test_portfolio_proposal_merges_every_members_answer(monkeypatch, easy):
+    """``propose`` (no verification) waits for every member and merges their answers in the
+    members' order, whichever answered first."""
     from robot_packer.solver import Candidates, portfolio
 
     def stub(delay, shift):
@@ -205,8 +214,100 @@ def test_portfolio_waits_for_every_member(monkeypatch, easy):
     monkeypatch.setitem(SOLVERS, "stub_slow", stub(0.3, 2.0))
     config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0,
                           options={"members": ["stub_fast", "stub_slow"]})
-    cands = portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
+    deadline = Deadline(time.monotonic() + 4.0)
+    cands = portfolio.PortfolioSolver(config).propose(easy, config, deadline)
     assert [float(p[0, 0]) for p in cands.poses] == [1.0, 2.0]
+
+
+def race_members(monkeypatch, solution, answers_after_s, proposals):
+    """Register portfolio members ``fast`` (answers ``solution`` after ``answers_after_s``) and
+    ``slow`` (searches until its deadline passes or is stopped, then answers nothing); each
+    records (its name, the seed, when it returned) in ``proposals``."""
+    from robot_packer.solver import Candidates
+
+    class Fast:
+        def __init__(self, config):
+            pass
+
+        def propose(self, problem, config, deadline):
+            time.sleep(answers_after_s)
+            proposals.append(("fast", config.seed, time.monotonic()))
+            return Candidates(solution[None], np.zeros(1), 1, False)
+
+    class Slow:
+        def __init__(self, config):
+            pass
+
+        def propose(self, problem, config, deadline):
+            while not deadline.passed():
+                time.sleep(0.005)
+            proposals.append(("slow", config.seed, time.monotonic()))
+            return Candidates(np.zeros((0, len(problem.items), 4)), np.zeros(0), 1, True)
+
+    monkeypatch.setitem(SOLVERS, "fast", Fast)
+    monkeypatch.setitem(SOLVERS, "slow", Slow)
+    return SolverConfig(solver="portfolio", device="cpu", time_budget_s=20.0, seed=5,
+                        options={"members": ["slow", "fast"]})
+
+
+def test_the_race_returns_the_first_verified_plan_and_stops_the_other_members(monkeypatch):
+    """The member that verifies first wins at once: the one still searching is stopped (it
+    returns within a step, long before the 20 s budget) and the plan names the winner."""
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    proposals = []
+    config = race_members(monkeypatch, solution, 0.1, proposals)
+    t0 = time.monotonic()
+    plan = solve(problem, config)
+    took = time.monotonic() - t0
+    assert plan.status == "solved" and plan.verified, plan.message
+    assert plan.solver["name"] == "portfolio" and plan.solver["member"] == "fast"
+    assert took < 10.0, f"the race took {took:.1f} s of a 20 s budget"
+    assert [p[0] for p in proposals] == ["fast", "slow"]       # slow was stopped, not abandoned
+    assert proposals[1][2] - t0 < took
+
+
+def test_in_the_race_a_member_whose_plan_fails_verification_proposes_again(monkeypatch):
+    """The early member's exact plan fails verification (say the arm cannot reach it) while
+    another member is still searching: it proposes again with a new seed at once — it does not
+    wait for the others to use the budget — and its next plan wins."""
+    from robot_packer.solver import pipeline
+
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    proposals, verified = [], []
+    config = race_members(monkeypatch, solution, 0.05, proposals)
+    real_verify = pipeline.verify
+
+    def refusing_the_first(problem, plan, deadline=None, reach=True):
+        report = real_verify(problem, plan, deadline, reach)
+        verified.append(report["passed"])
+        if len(verified) == 1:
+            return {**report, "passed": False, "reasons": ["reachable: refused by the test"]}
+        return report
+
+    monkeypatch.setattr(pipeline, "verify", refusing_the_first)
+    t0 = time.monotonic()
+    plan = solve(problem, config)
+    assert plan.verified and plan.solver["member"] == "fast", plan.message
+    fast = [p for p in proposals if p[0] == "fast"]
+    assert [p[1] for p in fast] == [5, 5 + pipeline.RETRY_SEED_STRIDE]
+    assert time.monotonic() - t0 < 10.0
+
+
+def test_when_no_member_verifies_the_race_keeps_the_exact_plan(monkeypatch):
+    """Every verification refused: the race ends at the budget with the exact plan (not
+    verified, saying why), ahead of the member that found nothing."""
+    from robot_packer.solver import pipeline
+
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    proposals = []
+    config = race_members(monkeypatch, solution, 0.0, proposals)
+    config = replace(config, time_budget_s=1.0)
+    monkeypatch.setattr(pipeline, "verify", lambda *a, **k: {
+        "simulator": "pybullet", "passed": False, "reasons": ["stable: refused by the test"]})
+    plan = solve(problem, config)
+    assert plan.status == "solved" and not plan.verified and plan.solver["member"] == "fast"
+    assert "simulation verification failed" in plan.message
+    np.testing.assert_allclose(plan.poses(problem.ids), solution, atol=1e-6)
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is POSIX-only")
@@ -230,13 +331,13 @@ def test_with_more_members_than_cores_the_first_class_member_keeps_its_core(monk
     for name in ("rec_first", "rec_a", "rec_b"):
         monkeypatch.setitem(SOLVERS, name, recorder(name))
     monkeypatch.setattr(portfolio, "FIRST_CLASS", ("rec_first",))
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0,
+    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0, verify=False,
                           options={"members": ["rec_a", "rec_first", "rec_b"]})
     base = os.getpriority(os.PRIO_PROCESS, 0)
     for cores, lowered in ((2, min(19, base + portfolio.NICE)), (3, base)):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         seen.clear()
-        portfolio.PortfolioSolver(config).propose(easy, config, time.monotonic() + 4.0)
+        solve(easy, config, portfolio.PortfolioSolver(config))        # the race
         assert seen == {"rec_first": base, "rec_a": lowered, "rec_b": lowered}
     assert os.getpriority(os.PRIO_PROCESS, 0) == base     # the caller's own thread untouched
 

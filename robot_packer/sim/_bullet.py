@@ -9,29 +9,37 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 from typing import Iterator
+
+
+# File descriptors are the process's: two threads redirecting at once (a portfolio race verifies
+# in its members' threads) could each save the other's /dev/null and leave stdout silenced.
+_REDIRECTING = threading.RLock()
 
 
 @contextlib.contextmanager
 def quiet_stdout(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
-    """Redirect process-level file descriptors (default: stdout) to /dev/null in the block."""
-    for stream in (sys.stdout, sys.stderr):
+    """Redirect process-level file descriptors (default: stdout) to /dev/null in the block
+    (one thread at a time)."""
+    with _REDIRECTING:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        saved = [os.dup(fd) for fd in fds]
+        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    saved = [os.dup(fd) for fd in fds]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in fds:
-            os.dup2(devnull, fd)
-        yield
-    finally:
-        _libc_fflush()
-        for fd, old in zip(fds, saved):
-            os.dup2(old, fd)
-            os.close(old)
-        os.close(devnull)
+            for fd in fds:
+                os.dup2(devnull, fd)
+            yield
+        finally:
+            _libc_fflush()
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+                os.close(old)
+            os.close(devnull)
 
 
 def _libc_fflush() -> None:

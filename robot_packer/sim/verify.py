@@ -13,7 +13,6 @@ reach check) and fails with a reason saying how far it got.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.problem import PackingProblem, Plan, SceneError
+from robot_packer.solver.base import Deadline
 from robot_packer.sim.robot import IKSettings, Panda, quat_angle
 from robot_packer.sim.world import SimSettings, SimWorld
 
@@ -41,15 +41,15 @@ class _OutOfTime(Exception):
     """The deadline passed during verification; the message says how far it got."""
 
 
-def _on_time(deadline: float | None, progress: str) -> None:
-    """Raise :class:`_OutOfTime` (message ``progress``) once ``time.monotonic()`` > ``deadline``."""
-    if deadline is not None and time.monotonic() > deadline:
+def _on_time(deadline: Deadline | None, progress: str) -> None:
+    """Raise :class:`_OutOfTime` (message ``progress``) once ``deadline`` has passed."""
+    if deadline is not None and deadline.passed():
         raise _OutOfTime(progress)
 
 
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
-                settings: VerifySettings = VerifySettings(), deadline: float | None = None,
+                settings: VerifySettings = VerifySettings(), deadline: Deadline | None = None,
                 reach: bool = True) -> dict:
     """Verify placements in PyBullet.
 
@@ -61,7 +61,7 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
             :func:`robot_packer.constraints.placement_order`.
         settle_s: simulated settling time (s).
         settings: thresholds and physics settings.
-        deadline: ``time.monotonic()`` value; once it passes, the simulation stops (its client
+        deadline: once it passes (or is stopped), the simulation stops (its client
             closed) and the verification fails with the reason "verification stopped at the
             time budget (...)". None: no limit.
         reach: check that the Panda reaches every pose; False (research domains without a
@@ -234,12 +234,12 @@ def max_penetration(world: SimWorld) -> float:
 
 
 def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dict,
-            reasons: list[str], deadline: float | None = None) -> tuple[np.ndarray | None, bool]:
+            reasons: list[str], deadline: Deadline | None = None) -> tuple[np.ndarray | None, bool]:
     """Step ``settle_s`` and fill max_drift_m.
 
     Returns the settled container-frame poses (None if the simulation diverged) and whether
     every object stayed within the drift and rotation limits. Raises :class:`_OutOfTime` once
-    ``deadline`` (monotonic s) passes, checked every 60 steps.
+    ``deadline`` passes, checked every 60 steps.
     """
     start = world.object_poses()
     q0 = world.object_quaternions()
@@ -277,10 +277,10 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
 
 
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
-                arm_collisions: bool = True, deadline: float | None = None) -> bool:
+                arm_collisions: bool = True, deadline: Deadline | None = None) -> bool:
     """IK at every pick and place pose; arm clear of the container and earlier objects at place.
 
-    Raises :class:`_OutOfTime` when ``deadline`` (monotonic s) has passed before an object.
+    Raises :class:`_OutOfTime` when ``deadline`` has passed before an object.
     """
     panda = Panda(world.client, world.robot_id)
     problem = world.problem

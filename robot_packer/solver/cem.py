@@ -23,14 +23,13 @@ Options: ``steps`` (25) Adam steps per generation, ``elite`` (0.125) elite fract
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from robot_packer import constraints as C
 from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
+from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
 from robot_packer.solver.refine import project, refine
 
@@ -169,7 +168,8 @@ class CEMSolver:
         self.snap_deg = float(o.get("snap_deg", 8.0))
         self.stack = float(o.get("stack", 0.5))
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
         device = resolve_device(config.device)
         _, gen = seeded_generators(config, device)
         dtype = torch.float32
@@ -185,7 +185,7 @@ class CEMSolver:
         samples, sigma = batch, self.sigma
         best_p, best_v = poses, _with_order_penalty(geom64, poses, cp.total(poses))
         while True:
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 return self._result(geom64, best_p, best_v, samples, timed_out=True)
             poses = refine(poses, cp, steps=self.steps, box_size=problem.container.size,
                            deadline=deadline)

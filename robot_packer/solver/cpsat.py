@@ -50,7 +50,8 @@ import numpy as np
 
 from robot_packer import constraints as C
 from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
+from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
+                                      register_solver)
 
 MISSING = "solver cpsat needs OR-Tools: pip install .[cpsat]"
 _EPS = 1e-9
@@ -427,7 +428,8 @@ class CPSATSolver:
             out.append(self.min_grid)
         return out
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
         rng = np.random.default_rng(config.seed)
         found: list[tuple[float, np.ndarray, list[int]]] = []
         status = "infeasible"
@@ -443,20 +445,21 @@ class CPSATSolver:
         grids = self.grids()
         status = "infeasible"
         for k, g in enumerate(grids):
-            left = deadline - time.monotonic() - _SAFETY_S
+            left = deadline.left() - _SAFETY_S
             if left <= 0:
                 return "unknown"
             share = left if k == len(grids) - 1 else left / 2   # an infeasible grid is
             #                                                   usually proven in milliseconds
-            status = self._solve_grid(problem, config, g, overlap, time.monotonic() + share,
+            status = self._solve_grid(problem, config, g, overlap,
+                                      deadline.sooner(time.monotonic() + share),
                                       rng, found)
             if status == "solved":
                 break
         return status
 
     def _solve_grid(self, problem, config, g, overlap, until, rng, found) -> str:
-        """Solve on one grid until ``until``: 'solved', 'infeasible' (no more solutions) or
-        'unknown' (its time ran out)."""
+        """Solve on one grid until ``until`` (a :class:`Deadline`; stopping it interrupts the
+        search): 'solved', 'infeasible' (no more solutions) or 'unknown' (its time ran out)."""
         model = _Model(self.cp, problem, g, self.zgrid, self.support, overlap)
         model.hint(rng)
         solver = self.cp.CpSolver()
@@ -464,11 +467,12 @@ class CPSATSolver:
         solver.parameters.random_seed = int(config.seed) % (2 ** 31)
         cap = math.inf                  # the first solve: pure feasibility, all the time left
         while True:
-            left = until - time.monotonic()
+            left = until.left()
             if left <= 0.01:
                 return "unknown"
             solver.parameters.max_time_in_seconds = min(left, cap)
-            status = solver.Solve(model.m)
+            with until.on_stop(solver.stop_search):
+                status = solver.Solve(model.m)
             if status not in (self.cp.OPTIMAL, self.cp.FEASIBLE):
                 return "infeasible" if status == self.cp.INFEASIBLE else "unknown"
             poses, order = model.poses(solver)

@@ -22,7 +22,6 @@ moved to another axis) the layout keeps its arrangement and becomes one the deco
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -32,6 +31,7 @@ import torch
 from robot_packer import constraints as C
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
+from robot_packer.solver.base import Deadline
 from robot_packer.solver.heuristic import extreme_points, respect_on, with_resting_z
 from robot_packer.solver.rejection import PartialChecker
 
@@ -182,7 +182,7 @@ def decode(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
 
 def decode_exact(problem: PackingProblem, checker: PartialChecker, layout: np.ndarray,
                  first: Sequence[int] = (), bumps: int = BUMPS,
-                 deadline: float = math.inf) -> Decoded | None:
+                 deadline: Deadline | None = None) -> Decoded | None:
     """The exact decode of ``layout`` if one is found, else the attempt that placed the most
     objects (None: the deadline passed before the first).
 
@@ -196,7 +196,7 @@ def decode_exact(problem: PackingProblem, checker: PartialChecker, layout: np.nd
                                                if i not in first])
     best = None
     for _ in range(1 + bumps):
-        if time.monotonic() >= deadline:
+        if deadline is not None and deadline.passed():
             break
         out = decode(problem, checker, layout, order)
         if out.complete and C.all_satisfied(C.check(problem, out.poses, out.order)):

@@ -22,7 +22,6 @@ Options: ``keep`` (16) failing placements kept for ranking when nothing passes.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -30,7 +29,8 @@ import torch
 from robot_packer import constraints as C
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import REGIONS, PackingProblem
-from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
+from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
+                                      register_solver)
 from robot_packer.solver.rejection import FAILED_KEEP, PartialChecker
 
 TOUCH = 0.0005          # gap left between touching faces (m), below TOL.slack
@@ -177,14 +177,15 @@ class HeuristicSolver:
     def __init__(self, config: SolverConfig):
         self.keep = int(config.options.get("keep", 16))
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
         rng = np.random.default_rng(config.seed)
         checker = PartialChecker(problem)
         found, viol, used, timed_out = [], [], [], False
         restart = 0
         orders = base_orders(problem)
         while not any(v <= 0.0 for v in viol):
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 timed_out = True
                 break
             order, corner, noise = _restart_plan(restart, orders, len(problem.items), rng)

@@ -7,7 +7,8 @@ from dataclasses import replace
 from robot_packer import constraints as C
 from robot_packer import planning
 from robot_packer.problem import PackingProblem, Plan, unverified
-from robot_packer.solver.base import Solver, SolverConfig, make_solver, resolve_device
+from robot_packer.solver.base import (Deadline, Solver, SolverConfig, make_solver,
+                                      resolve_device)
 from robot_packer.solver.feasibility import infeasibility_reason
 
 VERIFY_RESERVE = 0.2  # share of the time budget kept for the exact check and PyBullet verification
@@ -22,21 +23,46 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
           solver: Solver | None = None) -> Plan:
     """Solve ``problem`` within ``config.time_budget_s``; never raises for an unsolvable problem.
 
-    Pass a ready ``solver`` (from :func:`make_solver`) to reuse loaded models across solves.
+    Pass a ready ``solver`` (from :func:`make_solver`) to reuse loaded models across solves. A
+    solver with a ``race`` method (the portfolio) runs :func:`search` once per member, at once,
+    and returns the first verified plan.
     """
     start = time.monotonic()
-    deadline = start + config.time_budget_s
+    deadline = Deadline(start + config.time_budget_s, time.monotonic)  # this module's clock
     info = {"name": config.solver, "device": str(resolve_device(config.device)),
             "candidates": config.candidates, "time_s": 0.0, "seed": config.seed}
     reason = infeasibility_reason(problem)
     if reason:
         return _finish(Plan("infeasible", reason, solver=info), problem, start)
     solver = solver or make_solver(config)
+    race = getattr(solver, "race", None)
+    if race is None:
+        plan = search(problem, config, solver, deadline, info)
+    else:
+        answer = race(config, deadline,
+                      lambda member, cfg, dl: search(problem, cfg, member, dl, info))
+        if answer is None:
+            plan = Plan("timeout", "no member of the portfolio answered within the time budget",
+                        solver=info)
+        else:
+            member, plan = answer
+            plan.solver["member"] = member
+    return _finish(plan, problem, start)
+
+
+def search(problem: PackingProblem, config: SolverConfig, solver: Solver, deadline: Deadline,
+           info: dict) -> Plan:
+    """Propose, exact-check and verify until a plan verifies or ``deadline`` passes: after an
+    exact plan fails verification, the solver proposes again with a new seed while the budget
+    allows (the exact but unverified plan is kept meanwhile). ``info``: the plan's solver block
+    (copied)."""
+    info = dict(info)
     reserve = VERIFY_RESERVE * config.time_budget_s if config.verify else 0.0
     exact_unverified, attempt, samples = None, 0, 0
     while True:
         seed = config.seed + RETRY_SEED_STRIDE * attempt
-        cands = solver.propose(problem, replace(config, seed=seed), deadline - reserve)
+        cands = solver.propose(problem, replace(config, seed=seed),
+                               deadline.sooner(deadline.at - reserve))
         samples += cands.samples
         info["samples"] = samples
         plan = _best_plan(problem, config, cands, info, deadline)
@@ -45,15 +71,14 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
         # Exact, but PyBullet said no (e.g. the arm cannot reach, or it slid while settling):
         # search again with new noise while the budget allows, keeping this plan meanwhile.
         exact_unverified = plan
-        left = deadline - reserve - time.monotonic()
-        if left < RETRY_MIN_SHARE * config.time_budget_s:
+        if deadline.left() - reserve < RETRY_MIN_SHARE * config.time_budget_s:
             break
         attempt += 1
     if exact_unverified is not None and not plan.verified:
         plan = exact_unverified
         if attempt:
             plan.message += f" ({attempt + 1} proposal rounds, each verified)"
-    return _finish(plan, problem, start)
+    return plan
 
 
 def _best_plan(problem, config, cands, info, deadline) -> Plan:
@@ -64,7 +89,7 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
     best = None
     verified_tries, took, late = 0, 0.0, False
     for k, poses in enumerate(cands.poses):
-        if k and time.monotonic() > deadline:
+        if k and deadline.passed():
             break
         given = None if cands.orders is None else cands.orders[k]
         order, results = _checked(problem, poses, given)
@@ -76,19 +101,19 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
         if not config.verify:
             return plan
         started = time.monotonic()
-        if started > deadline:
+        if deadline.passed():
             if not verified_tries:
                 plan.message = "time budget spent before simulation verification: not verified"
                 return plan
             break
-        if verified_tries and deadline - started < VERIFY_SKIP_SHARE * took:
+        if verified_tries and deadline.left() < VERIFY_SKIP_SHARE * took:
             break
         plan.verification = verify(problem, plan, deadline, config.verify_reach)
         verified_tries += 1
         if plan.verification["passed"]:
             return plan
         last_failed, took = plan, time.monotonic() - started
-        late = started + took > deadline  # stopped at the deadline, or failed just after it
+        late = deadline.passed()  # stopped at the deadline, or failed just after it
         if late or verified_tries >= config.verify_top_k:
             break
     if verified_tries:
@@ -133,9 +158,9 @@ def _plan(problem, status, message, info, poses, results, order) -> Plan:
                 steps=steps, constraints=listed, verification=unverified())
 
 
-def verify(problem: PackingProblem, plan: Plan, deadline: float | None = None,
+def verify(problem: PackingProblem, plan: Plan, deadline: Deadline | None = None,
            reach: bool = True) -> dict:
-    """PyBullet verification block of a plan, stopped at ``deadline`` (``time.monotonic()``);
+    """PyBullet verification block of a plan, stopped when ``deadline`` passes;
     ``reach=False`` leaves out the robot (imported lazily: only sim/ imports pybullet)."""
     from robot_packer.sim.verify import verify_plan
 

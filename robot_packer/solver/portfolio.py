@@ -1,4 +1,4 @@
-"""``portfolio``: several solvers run at once within one time budget; the best answers win.
+"""``portfolio``: several solvers race within one time budget; the first verified plan wins.
 
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
 run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion
@@ -7,31 +7,43 @@ sampler and a Python heuristic genuinely overlap. With more members than cores, 
 members' threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems,
 2 cores: the portfolio 21/30 -> 24/30, level with cpsat alone).
 
-The race ends when every member has answered, not at the first exact answer: an exact solution
-can still fail PyBullet verification (the arm cannot reach it), and the pipeline then verifies
-the next member's instead of returning a failure; and a member left running would go on taking
-CPU from the next proposal round and the next solve (it cannot be stopped, only its deadline
-honoured; ending at the second exact answer left up to four such threads behind). Every
-member's candidates are merged (in the members' order, so equal violations rank the same way
-whichever member answered first) and re-ranked, so the portfolio is never worse than its best
-member that answers in time. Members honour the deadline themselves, up to one of their steps
-late; the race waits for a late one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most
-``MEMBER_GRACE_S``), then goes on without its candidates (its thread finishes in the
-background).
+:meth:`PortfolioSolver.race` (what :func:`robot_packer.solver.pipeline.solve` runs) gives every
+member the pipeline's whole search — propose, exact check, PyBullet verification, and a new
+proposal round with another seed when its exact plan fails verification — and returns the first
+plan that verifies (without verification: the first exact one). That plan stops the other
+members through their shared :class:`~robot_packer.solver.base.Deadline` (they end within one
+of their steps; the race waits for them at most the grace below, so that no member goes on
+taking CPU from the next solve). So a member that answers early (cpsat) but whose plan the arm
+cannot reach proposes again while the others search, instead of waiting for them to use the
+budget. When no plan verifies, the best answer wins: an exact plan first, then the lowest total
+violation, ties in the members' order.
+
+:meth:`PortfolioSolver.propose` (the :class:`~robot_packer.solver.base.Solver` protocol: no
+verification) runs every member's proposal to its end and merges their candidates (in the
+members' order, so equal violations rank the same way whichever member answered first).
+
+Members honour the deadline themselves, up to one of their steps late; the race waits for a late
+one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on
+without its answer (its thread finishes in the background).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from concurrent.futures import ALL_COMPLETED, Future, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 
-from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked,
+from robot_packer.problem import PackingProblem, Plan
+from robot_packer.solver.base import (SOLVERS, Candidates, Deadline, SolverConfig, ranked,
                                       register_solver)
+
+# one member's whole search: (member solver, its config, deadline) -> plan (pipeline.search)
+Search = Callable[[object, SolverConfig, Deadline], Plan]
 
 DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
 MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one step late; the race
@@ -65,34 +77,78 @@ class PortfolioSolver:
                    and any(n in FIRST_CLASS for n in self.members))
         self.yields = {n: crowded and n not in FIRST_CLASS for n in self.members}
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def race(self, config: SolverConfig, deadline: Deadline,
+             search: Search) -> tuple[str, Plan] | None:
+        """Every member's ``search`` at once; the first verified plan (without verification: the
+        first exact one) stops the others and wins, else the best answer (module docstring).
+        Returns (member, plan), or None when no member answered in time."""
         grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
-        futures = []
-        for n, m in self.members.items():     # a fresh thread each: niceness stays with it
-            fut: Future = Future()
-            threading.Thread(target=_run, name=f"portfolio-{n}",
-                             args=(fut, m, problem, replace(config, solver=n), deadline,
-                                   self.yields[n])).start()
-            futures.append(fut)
-        done, _ = wait(futures, timeout=max(deadline - time.monotonic() + grace, 0.0),
+        members_end = Deadline(deadline.at, deadline.clock)   # stopped by the winner or caller
+        futures = {self._start(n, search, m, replace(config, solver=n), members_end): n
+                   for n, m in self.members.items()}
+        answers: dict[str, Plan] = {}
+        pending, winner = set(futures), None
+        with deadline.on_stop(members_end.stop):
+            while pending and winner is None:
+                done, pending = wait(pending, timeout=max(deadline.at + grace - time.monotonic(),
+                                                          0.0), return_when=FIRST_COMPLETED)
+                if not done:                    # late members: go on without them
+                    break
+                for fut in done:
+                    answers[futures[fut]] = plan = fut.result()   # a member's error re-raised
+                    if winner is None and _wins(plan, config.verify):
+                        winner = futures[fut]
+            members_end.stop()
+            wait(pending, timeout=grace)        # stopped members end within one of their steps
+        if winner is not None:
+            return winner, answers[winner]
+        ranked_names = sorted((n for n in self.members if n in answers),
+                              key=lambda n: _shortfall(answers[n]))   # stable: members' order
+        return (ranked_names[0], answers[ranked_names[0]]) if ranked_names else None
+
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
+        grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
+        futures = [self._start(n, m.propose, problem, replace(config, solver=n), deadline)
+                   for n, m in self.members.items()]
+        done, _ = wait(futures, timeout=max(deadline.at - time.monotonic() + grace, 0.0),
                        return_when=ALL_COMPLETED)
         # late members finish in the background, their answers dropped; the others in the
         # members' order, not the race's: equal violations rank the same way in every run
         ordered = [fut.result() for fut in futures if fut in done]
-        return _merge(ordered, timed_out=time.monotonic() > deadline)
+        return _merge(ordered, timed_out=deadline.passed())
+
+    def _start(self, name: str, fn: Callable, *args) -> Future:
+        """``fn(*args)`` in a fresh thread for member ``name`` (a fresh thread each: niceness
+        stays with it); its result or error lands in the returned future."""
+        fut: Future = Future()
+        threading.Thread(target=_run, name=f"portfolio-{name}",
+                         args=(fut, fn, args, self.yields[name])).start()
+        return fut
 
 
-def _run(future: Future, member, problem: PackingProblem, config: SolverConfig,
-         deadline: float, yield_cpu: bool) -> None:
-    """One member's proposal into ``future``, in its own thread; ``yield_cpu`` lowers that
-    thread's priority (Linux schedules threads by their own niceness)."""
+def _wins(plan: Plan, verify: bool) -> bool:
+    """Whether ``plan`` ends the race: verified, or exact when nothing is verified."""
+    return plan.verified if verify else plan.status == "solved"
+
+
+def _shortfall(plan: Plan) -> tuple[bool, float]:
+    """How far a plan is from winning, for ranking answers when none won: not exact first,
+    then its total violation (no placements: infinite)."""
+    total = sum(c["violation"] for c in plan.constraints) if plan.constraints else math.inf
+    return plan.status != "solved", total
+
+
+def _run(future: Future, fn: Callable, args: tuple, yield_cpu: bool) -> None:
+    """``fn(*args)`` into ``future``, in its own thread; ``yield_cpu`` lowers that thread's
+    priority (Linux schedules threads by their own niceness)."""
     if yield_cpu and hasattr(os, "setpriority"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         except OSError:
             pass
     try:
-        future.set_result(member.propose(problem, config, deadline))
+        future.set_result(fn(*args))
     except BaseException as exc:      # re-raised in the caller by future.result()
         future.set_exception(exc)
 

@@ -15,7 +15,6 @@ supports (cem's projection, and the diffusion solver's settled exact check).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from robot_packer import constraints as C
 from robot_packer.constraints import CompiledProblem
+from robot_packer.solver.base import Deadline
 
 
 ADAM_BETAS = (0.9, 0.999)
@@ -44,7 +44,7 @@ class RefineConfig:
 def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineConfig.steps,
            lr: float = RefineConfig.lr, box_size=None, generator: torch.Generator | None = None,
            noise: float = RefineConfig.noise, yaw_lr_scale: float = RefineConfig.yaw_lr_scale,
-           deadline: float | None = None,
+           deadline: Deadline | None = None,
            cheap_fraction: float = RefineConfig.cheap_fraction,
            stop_at_first: bool = False) -> torch.Tensor:
     """Descend the total exact violation from ``poses``; return the best iterate per candidate.
@@ -58,7 +58,7 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
         generator: torch generator for the optional initial ``noise`` jitter (no global RNG).
         noise: std in metres of the jitter added to x, y before descending (0: none).
         yaw_lr_scale: ratio of the yaw step size to the position step size.
-        deadline: optional ``time.monotonic()`` value; descent stops early once it is passed.
+        deadline: optional; descent stops early once it has passed (or was stopped).
         cheap_fraction: share of the steps that descend the violations without the pairwise
             ``gripper_clear`` terms (finger boxes vs objects: ~2/3 of a step; the finger-wall
             terms stay); the rest descends the full total, and
@@ -85,7 +85,7 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
     switch = int(cheap_fraction * steps) if "gripper_clear" in compiled.edges else 0
     for k in range(steps + 1):
         cur.requires_grad_(True)
-        late = k >= switch or (deadline and time.monotonic() > deadline)
+        late = k >= switch or (deadline is not None and deadline.passed())
         v = (compiled if late else cheap).total(cur)
         if late:
             with torch.no_grad():                   # keep each candidate's best full iterate
@@ -93,8 +93,7 @@ def refine(poses: torch.Tensor, compiled: CompiledProblem, steps: int = RefineCo
                 best_v = torch.where(better, v, best_v)
                 best[better] = cur.detach()[better]
         done = (best_v <= 0).any() if stop_at_first else (best_v <= 0).all()
-        if k == steps or (late and bool(done)) or (
-                deadline and time.monotonic() > deadline):
+        if k == steps or (late and bool(done)) or (deadline is not None and deadline.passed()):
             break
         (grad,) = torch.autograd.grad(v.sum(), cur)
         cur = cur.detach()

@@ -18,7 +18,6 @@ Options (``SolverConfig.options``): ``tries`` (50), ``yaw_jitter_deg`` (2.0), ``
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -28,7 +27,8 @@ from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.axis_aligned import (FORMULAS, AxisAlignedBoxes, AxisAlignedCheck,
                                               quarter_turns)
-from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
+from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
+                                      register_solver)
 
 FAR = 1.0e3  # where not-yet-placed objects wait (metres): far from everything
 FAILED_KEEP = 4  # failing placements returned when none passed (each costs the pipeline a check)
@@ -214,12 +214,13 @@ class RejectionSolver:
         self.jitter = math.radians(float(config.options.get("yaw_jitter_deg", 2.0)))
         self.keep = int(config.options.get("keep", 64))
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
         rng = np.random.default_rng(config.seed)
         checker = PartialChecker(problem)
         found, viol, orders, samples, timed_out = [], [], [], 0, False
         while not any(v <= 0.0 for v in viol) and len(found) < self.keep:
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 timed_out = True
                 break
             poses, drawn = self._attempt(problem, checker, rng)

@@ -1,11 +1,11 @@
 """The reverse-diffusion sampling loop with Langevin corrections (Diffusion-CCSP §4.2)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
+from robot_packer.solver.base import Deadline
 from robot_packer.solver.diffusion.graph import POSE_DIM, ProblemGraph
 from robot_packer.solver.diffusion.schedule import CosineSchedule, noise_like
 
@@ -36,13 +36,13 @@ class Inpaint:
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph, num: int,
-           config: SamplerConfig, generator: torch.Generator, deadline: float | None = None,
+           config: SamplerConfig, generator: torch.Generator, deadline: Deadline | None = None,
            inpaint: Inpaint | None = None) -> Tensor:
     """``num`` samples (num, N, P) of normalised poses for ``graph``, all in one batch
     (P = the model's ``config.pose_dim``, 5 for pack3d).
 
     ``generator`` may live on the CPU while the model runs on CUDA (same samples on both).
-    ``deadline`` (``time.monotonic()``): when it passes, the loop stops and returns the current
+    ``deadline``: when it passes (or is stopped), the loop stops and returns the current
     prediction of x_0 instead of finishing the grid. ``inpaint`` holds some objects at known
     poses: before every denoiser call they are set to their known pose noised to the current
     level, so the free objects are sampled conditioned on them.
@@ -56,7 +56,7 @@ def sample(model: torch.nn.Module, schedule: CosineSchedule, graph: ProblemGraph
         tt = torch.full((num, graph.n), t, dtype=torch.long, device=dev)
         x = hold(x, t)
         eps = model(x, tt, graph)               # 2. composed eps: sum_k eps_k / sqrt(deg) (eq. 4)
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and deadline.passed():
             return hold(schedule.predict_x0(eps, t, x), -1)   # out of time: x_0 estimate now
         if t / T >= config.langevin_until:
             sig = schedule.sigma(t)

@@ -40,8 +40,8 @@ import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
 from robot_packer.problem import PackingProblem, resource_path
-from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
-                                      resolve_device, seeded_generators)
+from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
+                                      register_solver, resolve_device, seeded_generators)
 from robot_packer.solver.decode import Decoded, decode_exact, legalize
 from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise
@@ -133,7 +133,8 @@ class DiffusionSolver:
         steps = int(getattr(self.model, "config").train_steps)
         self.schedule = CosineSchedule(ScheduleConfig(train_steps=steps), self.device)
 
-    def propose(self, problem: PackingProblem, config: SolverConfig, deadline: float) -> Candidates:
+    def propose(self, problem: PackingProblem, config: SolverConfig,
+                deadline: Deadline) -> Candidates:
         _, gen = seeded_generators(config, torch.device("cpu"))   # CPU noise: same on CUDA
         graph = build_graph(problem, self.device)
         compiled = compile_problem(problem, self.device,
@@ -161,7 +162,8 @@ class DiffusionSolver:
             with torch.no_grad():
                 v_raw = compiled.total(raw)
             if checker is not None:
-                until = deadline if firsts else t0 + DECODE_SHARE * (deadline - t0)
+                until = (deadline if firsts else
+                         deadline.sooner(t0 + DECODE_SHARE * (deadline.at - t0)))
                 outs = self.decoded(problem, checker, raw, v_raw, until, firsts)
                 if outs and outs[-1].exact:
                     found.append(outs[-1].poses[None])
@@ -172,7 +174,8 @@ class DiffusionSolver:
                                   key=lambda d: -d.placed)[:RESTART_BASES]
             poses = self.refined(compiled, problem, raw, v_raw,
                                  deadline if checker is None else
-                                 time.monotonic() + REFINE_SHARE * (deadline - time.monotonic()))
+                                 deadline.sooner(time.monotonic()
+                                                 + REFINE_SHARE * deadline.left()))
             v = compiled.total(poses).detach()
             solved = self.exactly_solved(problem, poses, v)
             found.append(poses.cpu().numpy())
@@ -180,7 +183,7 @@ class DiffusionSolver:
             orders.append(np.full(poses.shape[:2], -1))
             if solved:
                 break
-            left = deadline - time.monotonic()
+            left = deadline.left()
             if left < RESTART_SHARE * (time.monotonic() - t0):   # no time for a useful round
                 timed_out = True
                 break
@@ -188,7 +191,7 @@ class DiffusionSolver:
                       orders=np.concatenate(orders))
 
     def decoded(self, problem: PackingProblem, checker: PartialChecker, raw: torch.Tensor,
-                v: torch.Tensor, deadline: float,
+                v: torch.Tensor, deadline: Deadline,
                 firsts: list[list[int]] | None = None) -> list[Decoded]:
         """Decodes of the ``decode`` lowest-violation samples (yaws snapped to quarter turns;
         with ``legalize``, boxes pushed apart along the axes the sample separates them on,
@@ -275,16 +278,16 @@ class DiffusionSolver:
             times.append(time.monotonic() - t0)
         return min(times)
 
-    def fitted_sampler(self, per_forward: float, deadline: float) -> SamplerConfig:
+    def fitted_sampler(self, per_forward: float, deadline: Deadline) -> SamplerConfig:
         """The configured sampler, with fewer DDIM steps (>= MIN_STEPS) when forwards of
         ``per_forward`` seconds say the full count would take more than SAMPLE_SHARE of the time
         left."""
         cfg = self.options.sampler()
         per_step = per_forward * (1 + cfg.langevin_steps * (1 - cfg.langevin_until))
-        fit = int(SAMPLE_SHARE * (deadline - time.monotonic()) / max(per_step, 1e-6))
+        fit = int(SAMPLE_SHARE * deadline.left() / max(per_step, 1e-6))
         return replace(cfg, steps=max(MIN_STEPS, min(cfg.steps, fit)))
 
-    def draw(self, graph, num: int, gen: torch.Generator, deadline: float,
+    def draw(self, graph, num: int, gen: torch.Generator, deadline: Deadline,
              inpaint: Inpaint | None = None, per_forward: float | None = None) -> torch.Tensor:
         """One batch of ``num`` samples (metres): the free objects only, with ``inpaint``;
         ``per_forward``: :meth:`forward_time` of this graph and ``num`` (None: timed here)."""
@@ -298,7 +301,7 @@ class DiffusionSolver:
         return denormalise(x, graph.box)
 
     def refined(self, compiled, problem, poses: torch.Tensor, v: torch.Tensor,
-                deadline: float) -> torch.Tensor:
+                deadline: Deadline) -> torch.Tensor:
         """The best ``refine_top`` samples by violation ``v``, refined (metres)."""
         opts = self.options
         top = poses[torch.argsort(v)[:min(opts.refine_top, len(poses))]]

@@ -12,11 +12,11 @@ variables are 4-D: ``(x / (s/2), y / (s/2), cos yaw, sin yaw)`` — no half-turn
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
+from robot_packer.solver.base import Deadline
 from robot_packer.solver.diffusion.graph import ProblemGraph
 from robot_packer.triangles2d import TriangleProblem, pairs
 
@@ -138,13 +138,13 @@ def _normals(w: Tensor) -> Tensor:
 # ---------------------------------------------------------------- refinement
 
 def refine(poses: Tensor, viol: BatchedViolations, steps: int = 100, lr: float = 0.01,
-           deadline: float | None = None) -> tuple[Tensor, Tensor]:
+           deadline: Deadline | None = None) -> tuple[Tensor, Tensor]:
     """Adam on the summed violations of every candidate (B, n, 3), in tray-normalised units
     (lr 0.01 moves a centre ~ 0.5 % of the tray side and a yaw ~ 0.6 deg per step), with the
     step size decaying on a cosine from ``lr`` to ``lr / 10``.
 
     Stops as soon as one candidate reaches zero violation, after ``steps`` steps, or when
-    ``deadline`` (``time.monotonic()``) passes. Returns the last evaluated poses (B, n, 3) and
+    ``deadline`` passes. Returns the last evaluated poses (B, n, 3) and
     their violations (B,), both detached. (Adam written out: torch.optim's first step costs
     ~0.5 s of lazy imports, a quarter of a 2 s budget.)
     """
@@ -157,7 +157,7 @@ def refine(poses: Tensor, viol: BatchedViolations, steps: int = 100, lr: float =
         u.requires_grad_(True)
         with torch.enable_grad():
             total = viol.total(u * scale)
-            if bool((total <= 0).any()) or (deadline is not None and time.monotonic() > deadline):
+            if bool((total <= 0).any()) or (deadline is not None and deadline.passed()):
                 break
             (grad,) = torch.autograd.grad(total.sum(), u)
         u = u.detach()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_packer.solver.base import SolverConfig, registrar, resolve_device
+from robot_packer.solver.base import Deadline, SolverConfig, registrar, resolve_device
 from robot_packer.solver.triangles.batched import (BatchedViolations, build_graph, denormalise,
                                                    normalise, refine)
 from robot_packer.triangles2d import (Triangle, TriangleProblem, all_satisfied, check,
@@ -104,7 +104,7 @@ def solve_triangles(problem: TriangleProblem, config: SolverConfig, solver=None)
     """Solve within ``config.time_budget_s``; the plan's status is solved, infeasible, timeout
     or failed, and its constraints are the exact checker's verdict on the returned poses."""
     t0 = time.monotonic()
-    deadline = t0 + config.time_budget_s
+    deadline = Deadline(t0 + config.time_budget_s)
     solver = solver if solver is not None else make_triangle_solver(config)
     info = {"name": config.solver, "device": str(resolve_device(config.device)),
             "candidates": config.candidates, "seed": config.seed}
@@ -164,12 +164,13 @@ class _RefiningSolver:
         self.refine_top = int(opts.get("refine_top", REFINE_TOP[self.name]))
 
     def starts(self, problem: TriangleProblem, num: int, gen: torch.Generator,
-               deadline: float, history: tuple[list, list]) -> torch.Tensor:
+               deadline: Deadline, history: tuple[list, list]) -> torch.Tensor:
         """(num, n, 3) starting poses of one round; ``history``: (poses, violations) arrays of
         the rounds so far."""
         raise NotImplementedError
 
-    def propose(self, problem: TriangleProblem, config: SolverConfig, deadline: float) -> Proposal:
+    def propose(self, problem: TriangleProblem, config: SolverConfig,
+                deadline: Deadline) -> Proposal:
         gen = torch.Generator().manual_seed(int(config.seed))      # CPU noise: same on CUDA
         viol = BatchedViolations(problem, self.device)
         found, vals, samples, solved = [], [], 0, False
@@ -191,9 +192,9 @@ class _RefiningSolver:
                     break
             found.append(poses)
             vals.append(v)
-            if solved or time.monotonic() >= deadline:
+            if solved or deadline.passed():
                 break
-        return _ranked(found, vals, samples, not solved and time.monotonic() >= deadline, solved)
+        return _ranked(found, vals, samples, not solved and deadline.passed(), solved)
 
 
 @register("cem")
@@ -240,7 +241,7 @@ class TriangleDiffusionSolver(_RefiningSolver):
         return cls(config, model)
 
     def samples(self, problem: TriangleProblem, num: int, gen: torch.Generator,
-                deadline: float | None = None, inpaint=None) -> torch.Tensor:
+                deadline: Deadline | None = None, inpaint=None) -> torch.Tensor:
         """``num`` raw samples (num, n, 3) [x, y, yaw] of the model, one batch (``inpaint``:
         objects held at known poses: :class:`robot_packer.solver.diffusion.sampler.Inpaint`)."""
         from robot_packer.solver.diffusion.sampler import sample
@@ -294,14 +295,15 @@ class RejectionSolver:
     def __init__(self, config: SolverConfig):
         self.limit = int(dict(config.options).get("reject_limit", REJECT_LIMIT))
 
-    def propose(self, problem: TriangleProblem, config: SolverConfig, deadline: float) -> Proposal:
+    def propose(self, problem: TriangleProblem, config: SolverConfig,
+                deadline: Deadline) -> Proposal:
         from robot_packer.triangles2d import in_violation, penetration, world_vertices
 
         rng = np.random.default_rng(config.seed)
         order = np.argsort([-t.area for t in problem.items], kind="stable")
         verts, h, tol = problem.vertices, problem.tray / 2, 0.0
         samples, placed, fails = 0, {}, 0
-        while time.monotonic() < deadline and len(placed) < problem.n:
+        while not deadline.passed() and len(placed) < problem.n:
             i = int(order[len(placed)])
             cand = np.column_stack([rng.uniform(-h, h, (REJECT_CHUNK, 2)),
                                     rng.uniform(-math.pi, math.pi, REJECT_CHUNK)])
