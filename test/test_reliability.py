@@ -293,7 +293,9 @@ def test_no_later_verification_starts_with_clearly_too_little_time_left(clocked)
 def test_quick_verifications_all_run_before_the_deadline(clocked):
     problem, solution, clock, starts, fake_verify = clocked
     fake_verify.verify_s = 0.01
-    stub = StubSolver(clock, np.repeat(solution[None], 4, 0), np.zeros(4), False, lambda d: d)
+    four = np.repeat(solution[None], 4, 0)
+    four[:, :, 2] += 1e-5 * np.arange(4)[:, None]    # four plans (a refused plan is not retried)
+    stub = StubSolver(clock, four, np.zeros(4), False, lambda d: d)
     plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=1.0,
                                        verify_top_k=4), stub)
     assert len(starts) == 4 and not plan.verified

@@ -220,9 +220,10 @@ def test_portfolio_proposal_merges_every_members_answer(monkeypatch, easy):
 
 
 def race_members(monkeypatch, solution, answers_after_s, proposals):
-    """Register portfolio members ``fast`` (answers ``solution`` after ``answers_after_s``) and
-    ``slow`` (searches until its deadline passes or is stopped, then answers nothing); each
-    records (its name, the seed, when it returned) in ``proposals``."""
+    """Register portfolio members ``fast`` (answers ``solution`` after ``answers_after_s``, raised
+    by 10 µm more in each round: another plan, still exact) and ``slow`` (searches until its
+    deadline passes or is stopped, then answers nothing); each records (its name, the seed, when
+    it returned) in ``proposals``."""
     from robot_packer.solver import Candidates
 
     class Fast:
@@ -231,8 +232,9 @@ def race_members(monkeypatch, solution, answers_after_s, proposals):
 
         def propose(self, problem, config, deadline):
             time.sleep(answers_after_s)
+            lift = 1e-5 * sum(p[0] == "fast" for p in proposals)
             proposals.append(("fast", config.seed, time.monotonic()))
-            return Candidates(solution[None], np.zeros(1), 1, False)
+            return Candidates(solution[None] + np.array([0, 0, lift, 0]), np.zeros(1), 1, False)
 
     class Slow:
         def __init__(self, config):
@@ -293,6 +295,52 @@ def test_in_the_race_a_member_whose_plan_fails_verification_proposes_again(monke
     assert time.monotonic() - t0 < 10.0
 
 
+def test_an_early_answer_is_verified_once_every_member_has_answered_or_the_patience_is_spent(
+        monkeypatch):
+    """The members share one interpreter: an early answer's verification waits for the other
+    members' first answers (here the slow one never answers, so the wait is the patience,
+    ``PATIENCE_MAX_S`` of a 20 s budget), then goes ahead."""
+    from robot_packer.solver import pipeline, portfolio
+
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    proposals, verified_at = [], []
+    config = race_members(monkeypatch, solution, 0.0, proposals)
+    real_verify = pipeline.verify
+    monkeypatch.setattr(pipeline, "verify", lambda *a, **k: verified_at.append(
+        time.monotonic()) or real_verify(*a, **k))
+    t0 = time.monotonic()
+    plan = solve(problem, config)
+    assert plan.verified and plan.solver["member"] == "fast"
+    assert len(verified_at) == 1
+    assert portfolio.PATIENCE_MAX_S - 0.05 <= verified_at[0] - t0 <= portfolio.PATIENCE_MAX_S + 1.0
+
+
+def test_a_member_error_stops_the_race_and_reaches_the_caller(monkeypatch):
+    """A member that raises (a bug, a broken model) ends the race with its error — no plan is
+    made up — and the member still searching is stopped, not left running."""
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    proposals = []
+    config = race_members(monkeypatch, solution, 0.0, proposals)
+
+    class Broken:
+        def __init__(self, config):
+            pass
+
+        def propose(self, problem, config, deadline):
+            raise RuntimeError("broken member")
+
+    monkeypatch.setitem(SOLVERS, "broken", Broken)
+    config = replace(config, options={"members": ["slow", "broken"]})
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="broken member"):
+        solve(problem, config)
+    for _ in range(200):                  # the slow member ends within a step of the stop
+        if proposals:
+            break
+        time.sleep(0.01)
+    assert [p[0] for p in proposals] == ["slow"] and proposals[0][2] - t0 < 5.0
+
+
 def test_when_no_member_verifies_the_race_keeps_the_exact_plan(monkeypatch):
     """Every verification refused: the race ends at the budget with the exact plan (not
     verified, saying why), ahead of the member that found nothing."""
@@ -307,7 +355,8 @@ def test_when_no_member_verifies_the_race_keeps_the_exact_plan(monkeypatch):
     plan = solve(problem, config)
     assert plan.status == "solved" and not plan.verified and plan.solver["member"] == "fast"
     assert "simulation verification failed" in plan.message
-    np.testing.assert_allclose(plan.poses(problem.ids), solution, atol=1e-6)
+    rounds = sum(p[0] == "fast" for p in proposals)         # each round 10 µm higher
+    np.testing.assert_allclose(plan.poses(problem.ids), solution, atol=1e-5 * rounds + 1e-6)
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is POSIX-only")
@@ -366,6 +415,27 @@ def test_a_failed_verification_sends_the_solver_back_with_new_noise(monkeypatch,
     assert plan.status == "solved" and plan.verified
     assert seeds[0] == 3 and len(seeds) == 2 and seeds[1] != seeds[0]
     assert calls[-1] == 2
+
+
+def test_a_plan_that_failed_verification_is_not_verified_again(monkeypatch, easy):
+    """A solver that offers the refused plan again in its next round (its seed does not change
+    it): the plan is not verified twice, and the search ends there with it, unverified."""
+    from robot_packer.solver import Candidates, pipeline
+
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+    rounds, verified = [], []
+
+    class Repeating:
+        def propose(self, problem, config, deadline):
+            rounds.append(config.seed)
+            return Candidates(solution[None], np.zeros(1), 1, False)
+
+    monkeypatch.setattr(pipeline, "verify", lambda *a, **k: verified.append(1) or {
+        "simulator": "pybullet", "passed": False, "reasons": ["reachable: refused by the test"]})
+    plan = solve(problem, SolverConfig(solver="heuristic", device="cpu", time_budget_s=20.0),
+                 Repeating())
+    assert len(rounds) == 2 and len(verified) == 1
+    assert plan.status == "solved" and not plan.verified and "refused by the test" in plan.message
 
 
 def test_with_no_time_to_retry_the_exact_unverified_plan_is_kept(monkeypatch, easy):

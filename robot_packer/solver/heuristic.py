@@ -85,10 +85,15 @@ def respect_on(problem: PackingProblem, order: list[int]) -> list[int]:
     return out
 
 
-def _restart_plan(restart: int, orders: list[list[int]], n: int, rng: np.random.Generator):
+def _restart_plan(restart: int, orders: list[list[int]], n: int, rng: np.random.Generator,
+                  offset: int = 0):
     """Order, corner and score noise of one restart: the base orders towards the bottom-left
-    corner, then again with noisy scores, then random orders towards random corners."""
+    corner, then again with noisy scores, then random orders towards random corners. ``offset``
+    rotates the first ``2 k`` (k base orders) restarts: another seed starts elsewhere in them,
+    so that a new proposal round after a failed verification is not the same plan again."""
     k = len(orders)
+    if restart < 2 * k:
+        restart = (restart + offset) % (2 * k)
     if restart < k:
         return orders[restart], (-1.0, -1.0), 0.0
     order = list(rng.permutation(n))
@@ -188,7 +193,8 @@ class HeuristicSolver:
             if deadline.passed():
                 timed_out = True
                 break
-            order, corner, noise = _restart_plan(restart, orders, len(problem.items), rng)
+            order, corner, noise = _restart_plan(restart, orders, len(problem.items), rng,
+                                                 offset=config.seed % (2 * len(orders)))
             order = respect_on(problem, [int(i) for i in order])
             poses = self._attempt(problem, checker, order, corner, noise, rng)
             restart += 1

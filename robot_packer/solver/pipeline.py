@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from robot_packer import constraints as C
 from robot_packer import planning
 from robot_packer.problem import PackingProblem, Plan, unverified
@@ -17,6 +19,7 @@ VERIFY_SKIP_SHARE = 0.5  # no later verification starts with less time left than
 RETRY_MIN_SHARE = 0.1    # after a failed verification the solver proposes again (a new seed)
 #                          while at least this share of the budget is left for proposing
 RETRY_SEED_STRIDE = 7919  # seed offset of each new proposal round (a prime: no overlaps)
+REPEAT_TOL = 1e-6        # a candidate this close (m, rad) to a refused plan is that plan again
 
 
 def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
@@ -54,18 +57,19 @@ def search(problem: PackingProblem, config: SolverConfig, solver: Solver, deadli
            info: dict) -> Plan:
     """Propose, exact-check and verify until a plan verifies or ``deadline`` passes: after an
     exact plan fails verification, the solver proposes again with a new seed while the budget
-    allows (the exact but unverified plan is kept meanwhile). ``info``: the plan's solver block
-    (copied)."""
+    allows (the exact but unverified plan is kept meanwhile). A plan that failed verification is
+    not verified again: a round that offers only such plans ends the search (the solver repeats
+    itself). ``info``: the plan's solver block (copied)."""
     info = dict(info)
     reserve = VERIFY_RESERVE * config.time_budget_s if config.verify else 0.0
-    exact_unverified, attempt, samples = None, 0, 0
+    exact_unverified, attempt, samples, refused = None, 0, 0, []
     while True:
         seed = config.seed + RETRY_SEED_STRIDE * attempt
         cands = solver.propose(problem, replace(config, seed=seed),
                                deadline.sooner(deadline.at - reserve))
         samples += cands.samples
         info["samples"] = samples
-        plan = _best_plan(problem, config, cands, info, deadline)
+        plan = _best_plan(problem, config, cands, info, deadline, refused)
         if not (plan.status == "solved" and config.verify and not plan.verified):
             break
         # Exact, but PyBullet said no (e.g. the arm cannot reach, or it slid while settling):
@@ -81,10 +85,12 @@ def search(problem: PackingProblem, config: SolverConfig, solver: Solver, deadli
     return plan
 
 
-def _best_plan(problem, config, cands, info, deadline) -> Plan:
+def _best_plan(problem, config, cands, info, deadline, refused) -> Plan:
     """First candidate (in rank order) passing the exact check and, if asked, verification.
 
     Verification stops at the deadline; a plan whose verification was stopped is not verified.
+    Candidates equal to one in ``refused`` (poses that failed verification before) are skipped;
+    the ones failing verification here are added to it.
     """
     best = None
     verified_tries, took, late = 0, 0.0, False
@@ -95,7 +101,8 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
         order, results = _checked(problem, poses, given)
         if best is None or C.total(results) < C.total(best[1]):
             best = (poses, results, order)
-        if not C.all_satisfied(results):
+        repeat = any(np.abs(poses - r).max() <= REPEAT_TOL for r in refused)
+        if repeat or not C.all_satisfied(results):
             continue
         plan = _plan(problem, "solved", "", info, poses, results, order)
         if not config.verify:
@@ -114,6 +121,8 @@ def _best_plan(problem, config, cands, info, deadline) -> Plan:
             return plan
         last_failed, took = plan, time.monotonic() - started
         late = deadline.passed()  # stopped at the deadline, or failed just after it
+        if not late:
+            refused.append(poses)
         if late or verified_tries >= config.verify_top_k:
             break
     if verified_tries:
