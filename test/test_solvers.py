@@ -315,6 +315,35 @@ def test_an_early_answer_is_verified_once_every_member_has_answered_or_the_patie
     assert portfolio.PATIENCE_MAX_S - 0.05 <= verified_at[0] - t0 <= portfolio.PATIENCE_MAX_S + 1.0
 
 
+def test_first_answers_are_verified_one_at_a_time_in_the_members_order(monkeypatch):
+    """Both members answer exact plans (``second`` first); once both have answered, ``first``
+    — ahead in the members' order — is verified first, and as its plan verifies it wins without
+    the other plan being verified at all."""
+    from robot_packer.solver import Candidates, pipeline
+
+    problem, solution = datagen.generate(3, np.random.default_rng(EASY_SEED))
+
+    def answering(after_s):
+        class Answering:
+            def __init__(self, config):
+                pass
+
+            def propose(self, problem, config, deadline):
+                time.sleep(after_s)
+                return Candidates(solution[None], np.zeros(1), 1, False)
+        return Answering
+
+    monkeypatch.setitem(SOLVERS, "first", answering(0.3))
+    monkeypatch.setitem(SOLVERS, "second", answering(0.0))
+    real_verify, verifying = pipeline.verify, []
+    monkeypatch.setattr(pipeline, "verify", lambda *a, **k: verifying.append(
+        threading.current_thread().name) or real_verify(*a, **k))
+    plan = solve(problem, SolverConfig(solver="portfolio", device="cpu", time_budget_s=20.0,
+                                       options={"members": ["first", "second"]}))
+    assert plan.verified and plan.solver["member"] == "first"
+    assert verifying == ["portfolio-first"]
+
+
 def test_a_member_error_stops_the_race_and_reaches_the_caller(monkeypatch):
     """A member that raises (a bug, a broken model) ends the race with its error — no plan is
     made up — and the member still searching is stopped, not left running."""

@@ -23,8 +23,9 @@ GIL that a member still on its first proposal needs (measured on the standard ti
 diffusion member's first proposal 3-5x slower than alone while the others verified and
 re-proposed; the race lost 4 of 50 problems at N = 10 that diffusion alone solves). So, with
 verification on, an answer is held until every member has answered once or the patience
-(``PATIENCE_SHARE`` of the budget, at most ``PATIENCE_MAX_S``) is spent, later proposal rounds
-run one member at a time, and on a crowded machine at niceness ``RETRY_NICE``.
+(``PATIENCE_SHARE`` of the budget, at most ``PATIENCE_MAX_S``) is spent; first answers are then
+verified one at a time in the members' order, and later proposal rounds run one member at a
+time, on a crowded machine at niceness ``RETRY_NICE`` (:class:`_Turns`).
 
 :meth:`PortfolioSolver.propose` (the :class:`~robot_packer.solver.base.Solver` protocol: no
 verification) runs every member's proposal to its end and merges their candidates (in the
@@ -98,10 +99,10 @@ class PortfolioSolver:
         members_end = Deadline(deadline.at, deadline.clock)   # stopped by the winner or caller
         patience = (min(PATIENCE_SHARE * config.time_budget_s, PATIENCE_MAX_S)
                     if config.verify else 0.0)          # nothing to verify: no reason to wait
-        gate = _FirstRounds(len(self.members), time.monotonic() + patience)
-        futures = {self._start(n, search, _Retrying(m, gate, self.crowded),
+        turns = _Turns(len(self.members), time.monotonic() + patience)
+        futures = {self._start(n, _member_search, search, _Member(m, k, turns, self.crowded),
                                replace(config, solver=n), members_end): n
-                   for n, m in self.members.items()}
+                   for k, (n, m) in enumerate(self.members.items())}
         answers: dict[str, Plan] = {}
         pending, winner = set(futures), None
         try:
@@ -145,55 +146,86 @@ class PortfolioSolver:
         return fut
 
 
-class _FirstRounds:
-    """How far the race's first proposal rounds are: a member that has answered holds its
-    answer until every member has answered once, or until ``patience_at``."""
+class _Turns:
+    """Who may do GIL-heavy work in the race after answering. A member that has answered holds
+    its answer until every member has answered once or ``patience_at`` has passed; then the
+    first answers are verified one at a time, the lowest-ranked (members' order) waiting member
+    first; later proposal rounds also run one member at a time."""
 
     def __init__(self, members: int, patience_at: float) -> None:
         self.left, self.patience_at = members, patience_at
-        self.lock, self.over = threading.Lock(), threading.Event()
-        self.retrying = threading.Lock()     # later rounds run one member at a time
+        self.all_answered = threading.Event()
+        self.cond = threading.Condition()
+        self.waiting: set[int] = set()
+        self.holder: int | None = None
+        self.retrying = threading.Lock()
 
-    def answered(self) -> None:
-        with self.lock:
+    def first_answer(self, rank: int, deadline: Deadline) -> None:
+        """Member ``rank`` has answered: returns when it may verify its answer (or when
+        ``deadline`` has passed or was stopped; polled)."""
+        with self.cond:
             self.left -= 1
+            self.waiting.add(rank)
             if self.left <= 0:
-                self.over.set()
-
-    def wait(self, deadline: Deadline) -> None:
-        """Until every member has answered once, the patience is spent, or ``deadline``
-        passes (polled: a stopped deadline ends the wait too)."""
-        while not self.over.is_set() and not deadline.passed():
+                self.all_answered.set()
+        while not self.all_answered.is_set() and not deadline.passed():
             left = min(self.patience_at, deadline.at) - time.monotonic()
             if left <= 0:
-                return
-            self.over.wait(min(left, 0.01))
+                break
+            self.all_answered.wait(min(left, 0.01))
+        with self.cond:
+            while not deadline.passed() and (self.holder is not None
+                                             or min(self.waiting) != rank):
+                self.cond.wait(0.01)
+            self.waiting.discard(rank)
+            if self.holder is None:
+                self.holder = rank
+            self.cond.notify_all()
+
+    def verified(self, rank: int) -> None:
+        """Member ``rank`` is done verifying its first answer (it proposes again or ends)."""
+        with self.cond:
+            if self.holder == rank:
+                self.holder = None
+                self.cond.notify_all()
 
 
-class _Retrying:
-    """A member as the race's search sees it. Its first answer is held (``gate``) until every
-    member has answered once or the patience is spent — only then does the search verify it —
-    and its later rounds (a new seed after a failed verification) run at niceness
-    ``RETRY_NICE`` when ``crowded``. The members share one interpreter: a PyBullet verification
-    or a new proposal round holds the GIL that a member still on its first proposal needs
-    (measured: the diffusion member's first proposal 3-5x slower than alone while the others
-    verified and re-proposed)."""
+class _Member:
+    """A member as the race's search sees it (see :class:`_Turns`): its first answer is handed
+    to the search (which verifies it) when its turn comes; its later rounds (a new seed after a
+    failed verification) run one member at a time, at niceness ``RETRY_NICE`` when
+    ``crowded``."""
 
-    def __init__(self, member, gate: _FirstRounds, crowded: bool) -> None:
-        self.member, self.gate, self.crowded, self.rounds = member, gate, crowded, 0
+    def __init__(self, member, rank: int, turns: _Turns, crowded: bool) -> None:
+        self.member, self.rank, self.turns, self.crowded = member, rank, turns, crowded
+        self.rounds = 0
 
     def propose(self, problem: PackingProblem, config: SolverConfig,
                 deadline: Deadline) -> Candidates:
         self.rounds += 1
         if self.rounds == 1:
             out = self.member.propose(problem, config, deadline)
-            self.gate.answered()
-            self.gate.wait(deadline)
+            self.turns.first_answer(self.rank, deadline)
             return out
+        self.turns.verified(self.rank)
         if self.rounds == 2 and self.crowded:
             _lower_priority(RETRY_NICE)
-        with self.gate.retrying:
+        with self.turns.retrying:
             return self.member.propose(problem, config, deadline)
+
+
+def _member_search(search: Search, member: _Member, config: SolverConfig,
+                   deadline: Deadline) -> Plan:
+    """One member's whole search; a winning plan stops the race's other members at once (before
+    this member gives up its turn, so that no other answer starts verifying), and the turn is
+    given up however the search ends."""
+    try:
+        plan = search(member, config, deadline)
+        if _wins(plan, config.verify):
+            deadline.stop()
+        return plan
+    finally:
+        member.turns.verified(member.rank)
 
 
 def _lower_priority(nice: int) -> None:
