@@ -11,10 +11,10 @@ import torch
 import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
 from robot_packer import constraints as C
 from robot_packer import datagen
+from robot_packer.deadline import Deadline
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import Container, Item, PackingProblem, Rules
 from robot_packer.solver import SolverConfig, make_solver, solve
-from robot_packer.solver.base import Deadline
 from robot_packer.solver.decode import decode, decode_exact, layout_order, legalize
 from robot_packer.solver.rejection import PartialChecker
 

@@ -17,8 +17,9 @@ import torch
 import robot_packer.solver.diffusion  # noqa: F401  (registers the "diffusion" solver)
 from robot_packer import constraints as C
 from robot_packer.datagen import GenConfig, generate
+from robot_packer.deadline import Deadline
 from robot_packer.problem import Constraint, Container, Item, PackingProblem, resource_path
-from robot_packer.solver.base import SOLVERS, Deadline, SolverConfig
+from robot_packer.solver.base import SOLVERS, SolverConfig
 from robot_packer.solver.diffusion.checkpoint import load_model, save_model, sha256_of
 from robot_packer.solver.diffusion.data import make_record
 from robot_packer.solver.diffusion.graph import (EDGE_TYPES, POSE_DIM, build_graph, denormalise,

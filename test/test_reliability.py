@@ -15,9 +15,9 @@ import torch
 
 import robot_packer.solver.cem  # noqa: F401  (registers the cem baseline)
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.problem import Plan, SceneError, problem_from_dict, resource_path
 from robot_packer.solver import SOLVERS, SolverConfig, make_solver, solve
-from robot_packer.solver.base import Deadline
 
 PACKAGE = Path(robot_packer.solver.cem.__file__).resolve().parents[1]
 FAST_S = 0.5  # generous upper bound for a precheck answer (measured: milliseconds)

@@ -12,10 +12,10 @@ import torch
 
 from robot_packer import constraints as C
 from robot_packer import datagen
+from robot_packer.deadline import Deadline
 from robot_packer.planning import step_order
 from robot_packer.problem import Constraint, Container, Item, PackingProblem, load_scene
 from robot_packer.solver import SOLVERS, SolverConfig, make_solver, register_solver, solve
-from robot_packer.solver.base import Deadline
 from robot_packer.solver import axis_aligned, cem, heuristic, rejection  # noqa: F401  (register)
 
 try:

@@ -20,8 +20,8 @@ import numpy as np
 
 from robot_packer import constraints as C
 from robot_packer.constraints import TOL
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan, SceneError
-from robot_packer.solver.base import Deadline
 from robot_packer.sim.robot import IKSettings, Panda, quat_angle
 from robot_packer.sim.world import SimSettings, SimWorld
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked, register_solver,
+from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
                                       resolve_device, seeded_generators)
 from robot_packer.solver.refine import project, refine
 

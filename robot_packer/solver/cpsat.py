@@ -49,9 +49,9 @@ import time
 import numpy as np
 
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
-                                      register_solver)
+from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
 MISSING = "solver cpsat needs OR-Tools: pip install .[cpsat]"
 _EPS = 1e-9

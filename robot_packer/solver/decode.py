@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
-from robot_packer.solver.base import Deadline
 from robot_packer.solver.heuristic import extreme_points, respect_on, with_resting_z
 from robot_packer.solver.rejection import PartialChecker
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import REGIONS, PackingProblem
-from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
-                                      register_solver)
+from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 from robot_packer.solver.rejection import FAILED_KEEP, PartialChecker
 
 TOUCH = 0.0005          # gap left between touching faces (m), below TOL.slack

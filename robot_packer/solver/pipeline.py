@@ -8,9 +8,9 @@ import numpy as np
 
 from robot_packer import constraints as C
 from robot_packer import planning
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan, unverified
-from robot_packer.solver.base import (Deadline, Solver, SolverConfig, make_solver,
-                                      resolve_device)
+from robot_packer.solver.base import Solver, SolverConfig, make_solver, resolve_device
 from robot_packer.solver.feasibility import infeasibility_reason
 
 VERIFY_RESERVE = 0.2  # share of the time budget kept for the exact check and PyBullet verification

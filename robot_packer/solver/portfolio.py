@@ -11,7 +11,7 @@ members' threads run at niceness ``NICE`` and share the rest (dense tier, N = 12
 member the pipeline's whole search — propose, exact check, PyBullet verification, and a new
 proposal round with another seed when its exact plan fails verification — and returns the first
 plan that verifies (without verification: the first exact one). That plan stops the other
-members through their shared :class:`~robot_packer.solver.base.Deadline` (they end within one
+members through their shared :class:`~robot_packer.deadline.Deadline` (they end within one
 of their steps; the race waits for them at most the grace below, so that no member goes on
 taking CPU from the next solve). So a member that answers early (cpsat) but whose plan the arm
 cannot reach proposes again while the others search, instead of waiting for them to use the
@@ -47,9 +47,9 @@ from typing import Callable
 
 import numpy as np
 
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan
-from robot_packer.solver.base import (SOLVERS, Candidates, Deadline, SolverConfig, ranked,
-                                      register_solver)
+from robot_packer.solver.base import SOLVERS, Candidates, SolverConfig, ranked, register_solver
 
 # one member's whole search: (member solver, its config, deadline) -> plan (pipeline.search)
 Search = Callable[[object, SolverConfig, Deadline], Plan]

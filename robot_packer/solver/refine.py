@@ -22,7 +22,7 @@ import torch
 
 from robot_packer import constraints as C
 from robot_packer.constraints import CompiledProblem
-from robot_packer.solver.base import Deadline
+from robot_packer.deadline import Deadline
 
 
 ADAM_BETAS = (0.9, 0.999)

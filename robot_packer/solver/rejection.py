@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from robot_packer import constraints as C
+from robot_packer.deadline import Deadline
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem
 from robot_packer.solver.axis_aligned import (FORMULAS, AxisAlignedBoxes, AxisAlignedCheck,
                                               quarter_turns)
-from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
-                                      register_solver)
+from robot_packer.solver.base import Candidates, SolverConfig, ranked, register_solver
 
 FAR = 1.0e3  # where not-yet-placed objects wait (metres): far from everything
 FAILED_KEEP = 4  # failing placements returned when none passed (each costs the pipeline a check)

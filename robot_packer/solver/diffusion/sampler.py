@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robot_packer.solver.base import Deadline
+from robot_packer.deadline import Deadline
 from robot_packer.solver.diffusion.graph import POSE_DIM, ProblemGraph
 from robot_packer.solver.diffusion.schedule import CosineSchedule, noise_like
 

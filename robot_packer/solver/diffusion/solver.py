@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from robot_packer.constraints import all_satisfied, check, compile_problem
+from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, resource_path
-from robot_packer.solver.base import (Candidates, Deadline, SolverConfig, ranked,
-                                      register_solver, resolve_device, seeded_generators)
+from robot_packer.solver.base import (Candidates, SolverConfig, ranked, register_solver,
+                                      resolve_device, seeded_generators)
 from robot_packer.solver.decode import Decoded, decode_exact, legalize
 from robot_packer.solver.diffusion.checkpoint import load_model
 from robot_packer.solver.diffusion.graph import build_graph, denormalise, normalise

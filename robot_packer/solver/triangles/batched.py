@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from robot_packer.solver.base import Deadline
+from robot_packer.deadline import Deadline
 from robot_packer.solver.diffusion.graph import ProblemGraph
 from robot_packer.triangles2d import TriangleProblem, pairs
 

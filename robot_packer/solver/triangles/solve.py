@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_packer.solver.base import Deadline, SolverConfig, registrar, resolve_device
+from robot_packer.deadline import Deadline
+from robot_packer.solver.base import SolverConfig, registrar, resolve_device
 from robot_packer.solver.triangles.batched import (BatchedViolations, build_graph, denormalise,
                                                    normalise, refine)
 from robot_packer.triangles2d import (Triangle, TriangleProblem, all_satisfied, check,
