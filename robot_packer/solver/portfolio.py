@@ -229,10 +229,12 @@ def _member_search(search: Search, member: _Member, config: SolverConfig,
 
 
 def _lower_priority(nice: int) -> None:
-    """This thread's niceness to ``nice`` (Linux schedules threads by their own niceness)."""
+    """This thread's niceness to ``nice``, unless it already is nicer (Linux schedules threads by
+    their own niceness; a process started with ``nice -n 15`` stays at 15)."""
     if hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
         except OSError:
             pass
 
