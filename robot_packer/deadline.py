@@ -24,7 +24,7 @@ class Deadline:
         self._signal = _signal if _signal is not None else _StopSignal()
 
     def passed(self) -> bool:
-        return self._signal.event.is_set() or self.clock() >= self.at
+        return self.stopped or self.clock() >= self.at
 
     def left(self) -> float:
         """Seconds until :attr:`at`; 0 once stopped (negative once passed)."""
