@@ -1,18 +1,20 @@
 """The suction end effector in the simulator: a tool on the Panda flange instead of the hand."""
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 import torch
 
-from robot_packer import datagen
+from robot_packer import datagen, planning
 from robot_packer.problem import Container, Gripper, Item, PackingProblem, Plan
 from robot_packer.sim.execute import execute_plan
 from robot_packer.sim.robot import (SUCTION_TIP_LINK, SUCTION_TOOL_LENGTH, SUCTION_TOOL_LINK,
                                     IKSettings, Panda, SuctionTool, quat_angle, tool_quat)
 from robot_packer.sim.verify import check_reach, plan_inputs, verify_plan
 from robot_packer.sim.world import SimWorld
+from robot_packer.solver import pipeline
 
 torch.set_num_threads(1)
 
@@ -95,3 +97,30 @@ def test_panda_with_suction_tool_executes_a_plan():
     report = execute_plan(problem, plan, record=False)
     assert report.success, report.message
     assert report.position_error.max() <= 0.015 and report.yaw_error_deg.max() <= 5.0
+
+
+def test_a_grasp_the_wrist_cannot_place_is_verified_turned_and_executed_as_turned():
+    # The Panda's wrist (panda_link7, 0.15 m above the cup) is not symmetric about the tool axis:
+    # beside the wall of a deep container the planned tool yaw puts it into the wall, a half or a
+    # quarter turn of the tool does not. The solver's verification turns the grasp in the plan.
+    deep = Container([0.30, 0.24, 0.25], [0.55, 0.0, 0.0, 0.0], 0.01)
+    low = Item("low", [0.15, 0.10, 0.05], pose=np.array([0.45, 0.35, 0.025, 0.0]), mass=0.3)
+    problem = PackingProblem(deep, (low,), gripper=SUCTION)
+    for y, turn_deg in ((-0.12 + 0.052, 180.0), (0.12 - 0.0505, 90.0)):
+        poses = np.array([[0.0, y, 0.025, 0.0]])
+        plan = Plan("solved", placements={"low": poses[0].tolist()},
+                    steps=planning.make_steps(problem, poses, [0]))
+        planned = copy.deepcopy(plan.steps[0])
+        as_given = verify_plan(problem, plan)
+        assert not as_given["passed"], as_given
+        assert "placing low the arm (panda_link7) hits container" in as_given["reasons"][0]
+        assert plan.steps[0] == planned                  # checked as given, left as given
+
+        result = pipeline.verify(problem, plan)
+        assert result["passed"] and result["reachable"], result["reasons"]
+        for key in ("pick", "place"):                   # the same turn at pick and at place
+            turned = quat_angle(planned[key]["orientation"], plan.steps[0][key]["orientation"])
+            assert abs(np.degrees(turned) - turn_deg) < 1e-6, (key, np.degrees(turned))
+            assert plan.steps[0][key]["position"] == planned[key]["position"]
+        done = execute_plan(problem, plan, record=False)
+        assert done.success, done.message               # the box lands where planned

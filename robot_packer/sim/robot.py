@@ -148,6 +148,13 @@ def flip_about_z(q: Sequence[float]) -> tuple[float, float, float, float]:
     return (y, -x, w, -z)
 
 
+def turn_about_z(q: Sequence[float], angle: float) -> tuple[float, float, float, float]:
+    """``q`` followed by a turn of ``angle`` rad about its own z axis."""
+    x, y, z, w = q  # q * (0, 0, sin(angle / 2), cos(angle / 2))
+    s, c = math.sin(angle / 2), math.cos(angle / 2)
+    return (x * c + y * s, y * c - x * s, z * c + w * s, w * c - z * s)
+
+
 class Panda:
     """Joint-level access to a loaded Panda body in ``client`` (hand or suction tool).
 
@@ -234,18 +241,19 @@ class Panda:
         return [np.clip(s, self.lower[:7], self.upper[:7]) for s in out]
 
     def solve_ik(self, pos: Sequence[float], quat: Sequence[float],
-                 settings: IKSettings = IKSettings(), max_seeds: int | None = None
-                 ) -> np.ndarray | None:
+                 settings: IKSettings = IKSettings(), max_seeds: int | None = None,
+                 flip: bool = True) -> np.ndarray | None:
         """Joint angles (7,) that put the TCP at ``pos``/``quat`` within tolerance, or None.
 
-        Tries the given orientation and its half turn about the tool z axis (the parallel
-        gripper is symmetric; turned by a suction cup, a box looks the same after a half turn),
-        from several seeds, refining each by repeated calls of Bullet's damped null-space IK; a
-        solution must lie within the joint limits. Leaves the arm at the solution (or at the last
-        attempt).
+        Tries the given orientation and (``flip``) its half turn about the tool z axis (the
+        parallel gripper is symmetric; turned by a suction cup, a box looks the same after a half
+        turn), from several seeds, refining each by repeated calls of Bullet's damped null-space
+        IK; a solution must lie within the joint limits. Leaves the arm at the solution (or at
+        the last attempt).
         """
         seeds = self.seeds(pos)[:max_seeds]
-        for q_goal in (tuple(quat), flip_about_z(quat)):
+        goals = (tuple(quat), flip_about_z(quat)) if flip else (tuple(quat),)
+        for q_goal in goals:
             for seed in seeds:
                 q = self.refine(seed, pos, q_goal, settings)
                 if q is not None:

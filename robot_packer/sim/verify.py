@@ -13,6 +13,7 @@ reach check) and fails with a reason saying how far it got.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -22,7 +23,7 @@ from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan, SceneError
-from robot_packer.sim.robot import IKSettings, Panda, quat_angle
+from robot_packer.sim.robot import IKSettings, Panda, quat_angle, turn_about_z
 from robot_packer.sim.world import SimSettings, SimWorld
 
 
@@ -50,7 +51,7 @@ def _on_time(deadline: Deadline | None, progress: str) -> None:
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
                 settings: VerifySettings = VerifySettings(), deadline: Deadline | None = None,
-                reach: bool = True) -> dict:
+                reach: bool = True, turn_tool: bool = False) -> dict:
     """Verify placements in PyBullet.
 
     Args:
@@ -66,6 +67,10 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
             time budget (...)". None: no limit.
         reach: check that the Panda reaches every pose; False (research domains without a
             robot, e.g. ``stack2d``): physics and exact checks only, ``reachable`` stays None.
+        turn_tool: where the arm cannot place an object clear of the walls with the planned
+            grasp, try the tool turned about its axis (a half turn; a quarter turn for a suction
+            cup) and write the turn that passes into the plan's steps (pick and place), so that
+            they hold the grasps that were verified. False: the steps are checked as given.
 
     Returns:
         ``{"simulator": "pybullet", "passed", "max_drift_m", "max_penetration_m", "reachable",
@@ -110,7 +115,7 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 world.set_object_poses(poses, "container")
                 world.add_robot()
                 out["reachable"] = check_reach(world, steps, settings.ik, reasons,
-                                               settings.arm_collisions, deadline)
+                                               settings.arm_collisions, deadline, turn_tool)
     except _OutOfTime as exc:  # the with block has closed the client
         stopped = True
         reasons.append(f"verification stopped at the time budget ({exc})")
@@ -276,38 +281,78 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
     return world.problem.container.from_world(end), ok
 
 
+# Turns of the tool about its own axis that grasp an object equivalently (the box looks the same):
+# a half turn for the parallel gripper, any quarter turn for a suction cup. Tried in this order.
+TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2, -math.pi / 2)}
+
+
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
-                arm_collisions: bool = True, deadline: Deadline | None = None) -> bool:
+                arm_collisions: bool = True, deadline: Deadline | None = None,
+                turn_tool: bool = False) -> bool:
     """IK at every pick and place pose; arm clear of the container and earlier objects at place.
 
-    Raises :class:`_OutOfTime` when ``deadline`` has passed before an object.
+    ``turn_tool``: a step whose planned grasp the arm cannot reach clear of the walls is tried
+    with the tool turned (:data:`TOOL_TURNS`: the Panda's wrist, 0.15 m above a suction cup, is
+    not symmetric about the tool axis); the first turn that reaches both poses clear is written
+    into the step's pick and place orientations, so the steps hold the grasp that was verified.
+    Without it the planned orientation (or its half turn where that has no IK solution) is
+    checked as given. Raises :class:`_OutOfTime` when ``deadline`` has passed before an object.
     """
     panda = Panda(world.client, world.robot_id)
     problem = world.problem
+    turns = TOOL_TURNS[panda.tool] if turn_tool else (None,)
     ok = True
     placed: list[int] = []
     for k, st in enumerate(steps):
         _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
         i = problem.index(st["object"])
-        for key in ("pick", "place"):
-            if key not in st:
-                continue
-            pos, quat = st[key]["position"], _unit(st[key]["orientation"])
-            q = panda.solve_ik(pos, quat, ik)
-            if q is None:
-                tool = " (suction tool)" if panda.tool == "suction" else ""
-                reasons.append(f"reachable: no Panda IK solution{tool} to {key} "
-                               f"{problem.items[i].id} at ({pos[0]:.3f}, {pos[1]:.3f}, "
-                               f"{pos[2]:.3f})")
-                ok = False
+        first_failure = ""
+        for turn in turns:
+            failure = _reach_step(world, panda, st, i, placed, ik, arm_collisions, turn)
+            if not failure:
+                if turn:
+                    _turn_step(st, turn)
                 break
-            if key == "place" and arm_collisions:
-                hit = _arm_hits(world, panda, i, placed, ik.collision_margin)
-                if hit:
-                    reasons.append(f"reachable: placing {problem.ids[i]} the arm {hit}")
-                    ok = False
+            first_failure = first_failure or failure
+        else:
+            reasons.append(first_failure)
+            ok = False
         placed.append(i)
     return ok
+
+
+def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequence[int],
+                ik: IKSettings, arm_collisions: bool, turn: float | None) -> str:
+    """Why the arm cannot do step ``st`` with the tool turned by ``turn`` rad ('' when it can).
+
+    ``turn=None``: the planned orientation, or its half turn where that has no IK solution.
+    """
+    problem = world.problem
+    for key in ("pick", "place"):
+        if key not in st:
+            continue
+        pos, quat = st[key]["position"], _unit(st[key]["orientation"])
+        if turn is None:
+            q = panda.solve_ik(pos, quat, ik)
+        else:
+            q = panda.solve_ik(pos, turn_about_z(quat, turn), ik, flip=False)
+        if q is None:
+            tool = " (suction tool)" if panda.tool == "suction" else ""
+            return (f"reachable: no Panda IK solution{tool} to {key} {problem.items[i].id} at "
+                    f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+        if key == "place" and arm_collisions:
+            hit = _arm_hits(world, panda, i, placed, ik.collision_margin)
+            if hit:
+                return f"reachable: placing {problem.ids[i]} the arm {hit}"
+    return ""
+
+
+def _turn_step(st: dict, turn: float) -> None:
+    """Turn the tool of step ``st`` by ``turn`` rad about its axis at pick and at place."""
+    for key in ("pick", "place"):
+        if key in st:
+            quat = turn_about_z(_unit(st[key]["orientation"]), turn)
+            st[key] = {**st[key], "orientation": [round(float(v), 9) for v in quat]}
 
 
 def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int], margin: float) -> str:

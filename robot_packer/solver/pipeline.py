@@ -170,10 +170,11 @@ def _plan(problem, status, message, info, poses, results, order) -> Plan:
 def verify(problem: PackingProblem, plan: Plan, deadline: Deadline | None = None,
            reach: bool = True) -> dict:
     """PyBullet verification block of a plan, stopped when ``deadline`` passes;
-    ``reach=False`` leaves out the robot (imported lazily: only sim/ imports pybullet)."""
+    ``reach=False`` leaves out the robot (imported lazily: only sim/ imports pybullet). A grasp
+    the arm can only place with the tool turned about its axis is turned in ``plan.steps``."""
     from robot_packer.sim.verify import verify_plan
 
-    return verify_plan(problem, plan, deadline=deadline, reach=reach)
+    return verify_plan(problem, plan, deadline=deadline, reach=reach, turn_tool=True)
 
 
 def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:
