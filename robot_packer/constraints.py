@@ -26,8 +26,9 @@ import torch
 from robot_packer.geometry import (TOL, Geometry, _bottom, _top, box_separation,
                                    finger_object_violation, finger_wall_violation,
                                    half_extents_xy, point_outside, sat_separation, signed_gap)
-from robot_packer.geometry import (HAND_ABOVE_TCP, HAND_SIZE, Tolerances,  # noqa: F401
-                                   corners, finger_boxes, finger_room)  # re-exported
+from robot_packer.geometry import (HAND_ABOVE_TCP, HAND_SIZE, SUCTION_WRIST_ABOVE_TCP,  # noqa
+                                   SUCTION_WRIST_SIZE, Tolerances, corners, finger_boxes,
+                                   finger_room)  # re-exported
 from robot_packer.problem import REGIONS, PackingProblem, Rules
 
 Tensor = torch.Tensor

@@ -176,21 +176,33 @@ def box_separation(pa, sa, pb, sb) -> Tensor:
 # the TCP at the object's top. The DESIGN's finger boxes alone miss the hand hitting walls.
 HAND_SIZE = (0.21, 0.07, 0.12)
 HAND_ABOVE_TCP = 0.036
+# The arm above a suction tool: the Panda's wrist (panda_link7) starts 0.146 m above the cup on the
+# 0.15 m tool (``sim.robot.SUCTION_TOOL_LENGTH``) and is about 0.09 m across around the tool axis
+# (measured in PyBullet: link AABBs over tool yaws), plus a bulge on one side that verification
+# turns away from the walls (``sim.verify.TOOL_TURNS``). Kept clear: a square of that side,
+# from this height above the TCP up. The DESIGN's cup column alone misses the wrist hitting the
+# wall of a deep container beside a low box.
+SUCTION_WRIST_SIZE = 0.09
+SUCTION_WRIST_ABOVE_TCP = 0.145
 
 
 def finger_boxes(pose: Tensor, size: Tensor, geom: Geometry) -> tuple[Tensor, Tensor]:
     """Poses (..., k, 4) and sizes (..., k, 3) of the boxes the gripper sweeps while placing.
 
     Parallel: the two fingers (``finger`` depth below the object's top, across its narrower
-    side) and the hand above them (k = 3). Suction: the cup and arm column above the top (k = 1).
+    side) and the hand above them (k = 3). Suction: the cup and tool column above the top and
+    the wrist above the tool (k = 2).
     """
     if geom.gripper_type == "suction":
         h = 2.0 * float(geom.box[2])
-        fp = torch.cat([pose[..., :2], (_top(pose, size) + h / 2)[..., None], pose[..., 3:]], -1)
-        r = 2 * geom.cup_radius
-        fs = torch.tensor([r, r, h], dtype=pose.dtype, device=pose.device)
-        fs = fs.expand(*size.shape[:-1], 3)
-        return fp[..., None, :], fs[..., None, :]
+        top = _top(pose, size)[..., None]
+        boxes, sizes = [], []
+        for above, side in ((0.0, 2 * geom.cup_radius),
+                            (SUCTION_WRIST_ABOVE_TCP, SUCTION_WRIST_SIZE)):
+            boxes.append(torch.cat([pose[..., :2], top + above + h / 2, pose[..., 3:]], -1))
+            sizes.append(torch.tensor([side, side, h], dtype=pose.dtype, device=pose.device)
+                         .expand(*size.shape[:-1], 3))
+        return torch.stack(boxes, -2), torch.stack(sizes, -2)
     width, thick, depth = geom.finger
     narrow_x = size[..., 0] <= size[..., 1]                       # grasp across the narrower side
     yaw = torch.where(narrow_x, pose[..., 3], pose[..., 3] + math.pi / 2)

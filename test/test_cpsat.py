@@ -11,7 +11,7 @@ import pytest
 import robot_packer.solver.cpsat as cpsat  # imports without OR-Tools (lazy import in __init__)
 from robot_packer import constraints as C
 from robot_packer import datagen
-from robot_packer.problem import Constraint
+from robot_packer.problem import Constraint, Container, Gripper, Item, PackingProblem
 from robot_packer.solver import SolverConfig, make_solver, pipeline, solve
 
 _ORTOOLS = ("ortools", "ortools.sat", "ortools.sat.python", "ortools.sat.python.cp_model")
@@ -118,3 +118,19 @@ def test_another_seed_gives_another_exact_plan():
     for p, q in zip(plans, poses):
         order = [problem.index(s["object"]) for s in p.steps] or None
         assert C.all_satisfied(C.check(problem, q, order))
+
+
+def test_suction_wrist_is_kept_off_the_walls_of_a_deep_container():
+    """The grid model itself (before any exact check) forbids a low box in the corner of a deep
+    container under suction, where the wrist would reach below the rim into the walls, and
+    allows it in a shallow one."""
+    cp_model = pytest.importorskip("ortools.sat.python.cp_model")
+    low = Item("low", [0.15, 0.06, 0.05], mass=0.3)
+    for height, feasible in ((0.25, False), (0.15, True)):
+        box = Container([0.30, 0.24, height], [0.55, 0.0, 0.0, 0.0], 0.01)
+        problem = PackingProblem(box, (low,), gripper=Gripper(type="suction"))
+        model = cpsat._Model(cp_model, problem, 0.01, 0.001, "overlap")
+        model.m.Add(model.x[0] == 0)
+        model.m.Add(model.y[0] == 0)                     # the cell in the corner
+        status = cp_model.CpSolver().Solve(model.m)
+        assert (status in (cp_model.OPTIMAL, cp_model.FEASIBLE)) is feasible, (height, status)

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import torch
 
+from robot_packer import constraints as C
 from robot_packer import datagen, planning
 from robot_packer.problem import Container, Gripper, Item, PackingProblem, Plan
 from robot_packer.sim.execute import execute_plan
@@ -124,3 +125,24 @@ def test_a_grasp_the_wrist_cannot_place_is_verified_turned_and_executed_as_turne
             assert plan.steps[0][key]["position"] == planned[key]["position"]
         done = execute_plan(problem, plan, record=False)
         assert done.success, done.message               # the box lands where planned
+
+
+def test_the_exact_model_keeps_the_wrist_off_a_deep_containers_wall_where_the_arm_needs_it():
+    # A low box beside the wall of a deep container: the wrist reaches below the rim. The exact
+    # gripper_clear model (the wrist square above the tool) and the Panda in PyBullet (every tool
+    # turn tried) agree on which distances from the wall are too close.
+    deep = Container([0.30, 0.24, 0.25], [0.55, 0.0, 0.0, 0.0], 0.01)
+    low = Item("low", [0.15, 0.06, 0.05], pose=np.array([0.45, 0.35, 0.025, 0.0]), mass=0.3)
+    problem = PackingProblem(deep, (low,), gripper=SUCTION)
+    for axis_to_wall, clear in ((0.032, False), (0.040, False), (0.047, True), (0.12, True)):
+        poses = np.array([[0.0, -0.12 + axis_to_wall, 0.025, 0.0]])
+        exact = C.check(problem, poses, [0])
+        failed = {r.constraint[0] for r in exact if not r.satisfied}
+        assert failed == (set() if clear else {"gripper_clear"}), (axis_to_wall, failed)
+        plan = Plan("solved", placements={"low": poses[0].tolist()},
+                    steps=planning.make_steps(problem, poses, [0]))
+        result = pipeline.verify(problem, plan)
+        assert result["reachable"] is clear, (axis_to_wall, result["reasons"])
+    shallow = PackingProblem(Container([0.30, 0.24, 0.15], [0.55, 0.0, 0.0, 0.0], 0.01), (low,),
+                             gripper=SUCTION)     # the wrist stays above the rim: nothing to keep
+    assert C.all_satisfied(C.check(shallow, np.array([[0.0, -0.088, 0.025, 0.0]]), [0]))

@@ -91,7 +91,8 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
     grip = C.gripper_violation(problem, poses, order)
     out["gripper_clear"] = bool(grip <= 0.0)
     if grip > 0.0 and problem.rules.gripper_clear:
-        tool = "the suction cup" if problem.gripper.type == "suction" else "fingers"
+        tool = ("the suction cup or the wrist" if problem.gripper.type == "suction"
+                else "fingers")
         reasons.append(f"gripper_clear: {tool} hit walls or placed objects by "
                        f"{grip * 1000:.1f} mm in plan order")
     physics_ok = stopped = False

@@ -24,7 +24,9 @@ the integer lower corner x, y, z of its cell. Constraints:
 - gripper (a placing order as ranks): parallel fingers keep ``finger_room / 2`` free along the
   closing (narrower) side against the walls and against every object placed earlier at their
   height, the hand (``HAND_SIZE``) stays inside the walls when it reaches below the rim and
-  misses taller objects placed earlier; suction: the cup column misses objects placed earlier.
+  misses taller objects placed earlier; suction: the cup column misses objects placed earlier,
+  the wrist above the tool (``SUCTION_WRIST_SIZE``) stays inside the walls when it reaches below
+  the rim and misses taller objects placed earlier.
 
 The solution is converted to centre poses (the real box centred in its cell in x, y, lowered
 onto what lies under it; or, if that fails the exact check, its bottom at the cell's bottom: up
@@ -277,6 +279,8 @@ class _Model:
         for j in range(self.n):
             if self.p.gripper.type == "parallel":
                 self._finger_walls(j)
+            else:
+                self._wrist_walls(j)
             for i in range(self.n):
                 if i != j:
                     (self._fingers_clear if self.p.gripper.type == "parallel"
@@ -296,6 +300,15 @@ class _Model:
             for (u, eu, eext), half in (((v, e, ext), hand_c), (other, hand_o)):
                 self.m.Add(2 * u[j] + eu(j) >= half).OnlyEnforceIf([when, high.Not()])
                 self.m.Add(2 * u[j] + eu(j) + half <= 2 * eext).OnlyEnforceIf([when, high.Not()])
+
+    def _wrist_walls(self, j) -> None:
+        """The wrist above j's suction tool inside the walls when it reaches below the rim."""
+        high = self.lit(self.top(j) >= _up(self.H - C.SUCTION_WRIST_ABOVE_TCP + _Z_MARGIN,
+                                           self.zg))
+        side = _up(C.SUCTION_WRIST_SIZE, self.g)                            # doubled half side
+        for v, e, ext in ((self.x, self.sx, self.Lg), (self.y, self.sy, self.Wg)):
+            self.m.Add(2 * v[j] + e(j) >= side).OnlyEnforceIf(high.Not())
+            self.m.Add(2 * v[j] + e(j) + side <= 2 * ext).OnlyEnforceIf(high.Not())
 
     def _outside(self, i, c2x, hx, c2y, hy):
         """Literals: i's cell misses the rectangle at centre (c2x, c2y)/2, doubled half sizes."""
@@ -331,11 +344,16 @@ class _Model:
             self.m.AddBoolOr(lits + [under]).OnlyEnforceIf([before, when])
 
     def _cup_clear(self, i, j) -> None:
-        """If i is placed before j, the suction cup column above j misses i."""
+        """If i is placed before j, the suction cup column and the wrist above j miss i."""
         r = _up(2 * self.p.gripper.cup_radius, self.g)
         c2x, c2y = 2 * self.x[j] + self.sx(j), 2 * self.y[j] + self.sy(j)
         lits = self._outside(i, c2x, r, c2y, r)
         self.m.AddBoolOr(lits + [self.lit(self.top(i) <= self.top(j))]).OnlyEnforceIf(
+            self.before[i, j])
+        side = _up(C.SUCTION_WRIST_SIZE, self.g)
+        mz, wrist = _up(_Z_MARGIN, self.zg), _down(C.SUCTION_WRIST_ABOVE_TCP, self.zg)
+        under = self.lit(self.top(i) + mz <= self.top(j) + wrist)
+        self.m.AddBoolOr(self._outside(i, c2x, side, c2y, side) + [under]).OnlyEnforceIf(
             self.before[i, j])
 
     # ------------------------------------------------------------ solutions
