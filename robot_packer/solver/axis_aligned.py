@@ -105,6 +105,7 @@ class AxisAlignedCheck:
         self.centre = poses[self.idx, :3]                                    # (k, 3)
         self.yaw = poses[self.idx, 3]
         self.halfs = boxes.half(self.idx, self.yaw)                         # (k, 3)
+        self.top = self.centre[:, 2] + self.halfs[:, 2]                     # (k,)
         self.slot = np.full(len(boxes.sizes), -1)                           # object -> row
         self.slot[self.idx] = np.arange(len(self.idx))
 
@@ -194,12 +195,21 @@ class AxisAlignedCheck:
         return v.sum(-1)
 
     def gripper(self, i: int, cand: np.ndarray) -> np.ndarray:
-        """(B,) the gripper boxes placing i into the walls (below the rim) and placed boxes."""
+        """(B,) the gripper boxes placing i into the walls (below the rim) and placed boxes.
+
+        A gripper box whose bottom is at or above the rim and every placed top for every
+        candidate adds exactly 0 and is left out (the hand, a suction tool's wrist, usually).
+        """
         L, W, H = self.boxes.half_room
+        ceiling = max(2 * H, float(self.top.max(initial=0.0)))
         v = np.zeros(len(cand))
         for yaw in np.unique(cand[:, 3]):
             rows = cand[:, 3] == yaw
             off, fh = self.boxes.gripper(i, float(yaw))
+            low = (cand[rows, 2].min() + off[:, 2] - fh[:, 2]) < ceiling           # (f,)
+            if not low.any():
+                continue
+            off, fh = off[low], fh[low]
             fc = cand[rows, None, :3] + off[None]                              # (b, f, 3)
             out = (relu(np.abs(fc[..., 0]) + fh[:, 0] - L - TOL.slack)
                    + relu(np.abs(fc[..., 1]) + fh[:, 1] - W - TOL.slack))
