@@ -9,7 +9,7 @@ fingers for ``parallel``, a suction tool on the flange (no hand) for ``suction``
 (:class:`robot_packer.sim.robot.SuctionTool`); the collision check uses the links it carries.
 Physics trouble never escapes as an exception: it fails the verification with a reason. Given a
 ``deadline`` it stops when that passes (checked every 60 settling steps and before each object's
-reach check) and fails with a reason saying how far it got.
+reach check and each tool turn) and fails with a reason saying how far it got.
 """
 from __future__ import annotations
 
@@ -297,7 +297,8 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
     not symmetric about the tool axis); the first turn that reaches both poses clear is written
     into the step's pick and place orientations, so the steps hold the grasp that was verified.
     Without it the planned orientation (or its half turn where that has no IK solution) is
-    checked as given. Raises :class:`_OutOfTime` when ``deadline`` has passed before an object.
+    checked as given. Raises :class:`_OutOfTime` when ``deadline`` has passed before an object
+    or a turn.
     """
     panda = Panda(world.client, world.robot_id)
     problem = world.problem
@@ -305,10 +306,10 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
     ok = True
     placed: list[int] = []
     for k, st in enumerate(steps):
-        _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
         i = problem.index(st["object"])
         first_failure = ""
-        for turn in turns:
+        for turn in turns:      # the deadline is checked before every object and every turn
+            _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
             failure = _reach_step(world, panda, st, i, placed, ik, arm_collisions, turn)
             if not failure:
                 if turn:
