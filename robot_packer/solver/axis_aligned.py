@@ -106,6 +106,8 @@ class AxisAlignedCheck:
         self.yaw = poses[self.idx, 3]
         self.halfs = boxes.half(self.idx, self.yaw)                         # (k, 3)
         self.top = self.centre[:, 2] + self.halfs[:, 2]                     # (k,)
+        # a gripper box with its bottom at or above this height touches no wall and no box
+        self.ceiling = max(2 * boxes.half_room[2], float(self.top.max(initial=0.0)))
         self.slot = np.full(len(boxes.sizes), -1)                           # object -> row
         self.slot[self.idx] = np.arange(len(self.idx))
 
@@ -116,7 +118,7 @@ class AxisAlignedCheck:
         if len(self.idx):
             sep = footprint_separation(xy_yaw[:, None, :2], hi[:, None], self.centre[None],
                                        self.halfs[None])
-            tops = np.where(sep < -TOL.slack, (self.centre[:, 2] + self.halfs[:, 2])[None], 0.0)
+            tops = np.where(sep < -TOL.slack, self.top[None], 0.0)
             floor = tops.max(-1)
         return floor + self.boxes.sizes[i, 2] / 2
 
@@ -138,9 +140,8 @@ class AxisAlignedCheck:
         bottom = cand[:, 2] - self.boxes.sizes[i, 2] / 2
         v = relu(np.abs(bottom) - TOL.on_gap)
         if len(self.idx):
-            top = self.centre[:, 2] + self.halfs[:, 2]
             inner = np.stack(half_extents_xy_np(self.yaw, self.boxes.inner[self.idx]), -1)
-            on = (relu(np.abs(bottom[:, None] - top[None]) - TOL.on_gap)
+            on = (relu(np.abs(bottom[:, None] - self.top[None]) - TOL.on_gap)
                   + point_outside(cand[:, None, :2], self.centre[None, :, :2], inner[None]))
             v = np.minimum(v, on.min(-1))
         return v
@@ -201,12 +202,11 @@ class AxisAlignedCheck:
         candidate adds exactly 0 and is left out (the hand, a suction tool's wrist, usually).
         """
         L, W, H = self.boxes.half_room
-        ceiling = max(2 * H, float(self.top.max(initial=0.0)))
         v = np.zeros(len(cand))
         for yaw in np.unique(cand[:, 3]):
             rows = cand[:, 3] == yaw
             off, fh = self.boxes.gripper(i, float(yaw))
-            low = (cand[rows, 2].min() + off[:, 2] - fh[:, 2]) < ceiling           # (f,)
+            low = (cand[rows, 2].min() + off[:, 2] - fh[:, 2]) < self.ceiling      # (f,)
             if not low.any():
                 continue
             off, fh = off[low], fh[low]
