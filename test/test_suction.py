@@ -5,6 +5,7 @@ import copy
 import re
 
 import numpy as np
+import pytest
 import torch
 
 from robot_packer import constraints as C
@@ -146,3 +147,21 @@ def test_the_exact_model_keeps_the_wrist_off_a_deep_containers_wall_where_the_ar
     shallow = PackingProblem(Container([0.30, 0.24, 0.15], [0.55, 0.0, 0.0, 0.0], 0.01), (low,),
                              gripper=SUCTION)     # the wrist stays above the rim: nothing to keep
     assert C.all_satisfied(C.check(shallow, np.array([[0.0, -0.088, 0.025, 0.0]]), [0]))
+
+
+@pytest.mark.parametrize("seed,objects", [(10100017, 10), (10120009, 12)])
+def test_the_panda_executes_verified_dense_plans_near_its_base_and_far_in_front(seed, objects):
+    # Two dense bench problems (n10_017, n12_009) whose known solution verifies but which the
+    # executor used to abandon: tracking the descent down from the transit height left the
+    # workspace beside the base (n10_017), and the IK solution found first above a far place
+    # had no solution (n12_009). The vertical lines are now tracked up from the pick and place
+    # poses, where the IK is polished, and followed down in reverse: the box lands in its slot.
+    problem, solution = datagen.generate(objects, np.random.default_rng(seed), datagen.HARD)
+    order = C.placement_order(problem, solution)
+    plan = Plan("solved", placements={i: p.tolist() for i, p in zip(problem.ids, solution)},
+                steps=planning.make_steps(problem, solution, order))
+    result = pipeline.verify(problem, plan)
+    assert result["passed"], result["reasons"]
+    report = execute_plan(problem, plan, record=False)
+    assert report.success, report.message
+    assert report.steps_done == objects

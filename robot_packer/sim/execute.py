@@ -1,12 +1,15 @@
 """Execute a plan with the simulated Franka Panda: pick each object from the table, place it.
 
-Per step (in plan order): joint-space move to a transit pose above the pick, straight-line descent
-(IK at every waypoint), grasp (fixed constraint between the TCP link and the object, made only
-at an IK-valid arm configuration), straight lift to the transit height, joint-space move above
-the place pose, straight descent, release, straight retreat. Physics runs while the arm moves, so
-objects that get bumped move. A suction problem's Panda carries the suction tool (no fingers): the
-same fixed constraint, made at the cup's tip, stands for the vacuum seal. The arm follows its
-joint waypoints kinematically (reset per physics step, with position targets holding it).
+Per step (in plan order): joint-space move to a transit pose above the pick, straight-line descent,
+grasp (fixed constraint between the TCP link and the object, made only at an IK-valid arm
+configuration), straight lift to the transit height, joint-space move above the place pose,
+straight descent, release, straight retreat. Each vertical line is tracked from the pick or place
+pose upward (IK there from several seeds, then from waypoint to waypoint) and followed down in
+reverse, so the arm arrives in the configuration found at the pose itself. Physics runs while the
+arm moves, so objects that get bumped move. A suction problem's Panda carries the suction tool (no
+fingers): the same fixed constraint, made at the cup's tip, stands for the vacuum seal. The arm
+follows its joint waypoints kinematically (reset per physics step, with position targets holding
+it).
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ class ExecuteSettings:
     yaw_tol_deg: float = 5.0       # ... and 5 deg of its planned pose
     sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=50))
     ik: IKSettings = IKSettings(pos_tol=0.005, ang_tol_deg=3.0)
+    # at the pick and place poses, where the vertical lines start
+    ik_polish: IKSettings = IKSettings(pos_tol=0.0005, ang_tol_deg=0.3, refinements=12)
 
 
 @dataclass
@@ -138,38 +143,39 @@ class _Arm:
             s = k / n
             self._apply(q0 + dq * (3 * s * s - 2 * s * s * s))
 
-    def ik(self, pos: Sequence[float], quat: Sequence[float]) -> np.ndarray:
-        q = self.panda.solve_ik(pos, quat, self.s.ik)
-        self.panda.set_arm(self.q)  # IK moved the joints while searching
-        if q is None:
-            raise SimulationError(f"no IK solution at ({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
-        return q
-
-    def move_line(self, start: np.ndarray, goal: np.ndarray, quat: Sequence[float]) -> None:
-        """Straight TCP line at fixed orientation, IK seeded from the previous waypoint."""
-        length = float(np.linalg.norm(goal - start))
-        n_way = max(1, int(math.ceil(length / self.s.waypoint_step)))
-        per = max(1, int(round(length / n_way / self.s.line_speed / self.world.settings.timestep)))
-        quat = self._tool_quat(quat)
-        for k in range(1, n_way + 1):
-            target = start + (goal - start) * k / n_way
-            q = self._track(target, quat)
+    def follow(self, path: Sequence[np.ndarray]) -> None:
+        """Joint waypoints ``waypoint_step`` apart on a straight TCP line, at ``line_speed``."""
+        per = max(1, int(round(self.s.waypoint_step / self.s.line_speed
+                               / self.world.settings.timestep)))
+        for q in path:
             self._apply(q, per)
 
-    def _track(self, target: np.ndarray, quat) -> np.ndarray:
-        """IK for a nearby target from the current joints (no restarts: the path stays smooth)."""
-        q = self.panda.refine(self.q, target, quat, self.s.ik)
-        if q is None:
-            raise SimulationError(f"the straight path leaves the workspace at "
-                                  f"({target[0]:.3f}, {target[1]:.3f}, {target[2]:.3f})")
-        return q
-
-    def _tool_quat(self, quat) -> tuple:
-        """The plan's orientation or its half-turn twin, whichever the current joints hold."""
-        self.panda.set_arm(self.q)
-        _, cur = self.panda.tcp_pose()
-        flipped = flip_about_z(quat)
-        return tuple(quat) if quat_angle(cur, quat) <= quat_angle(cur, flipped) else flipped
+    def vertical_line(self, pos: np.ndarray, quat: Sequence[float], top: float
+                      ) -> list[tuple[float, np.ndarray]]:
+        """(TCP height, joints) from ``pos`` straight up toward height ``top``: IK at the pose
+        (several seeds, the tool's half turn allowed), then each waypoint from the previous one's
+        joints (no restarts: the line stays smooth). Ends where the arm cannot follow; empty when
+        the pose itself has no IK solution."""
+        q = self.panda.solve_ik(pos, quat, self.s.ik)
+        line = []
+        if q is not None:
+            _, held = self.panda.tcp_pose()
+            flipped = flip_about_z(quat)     # the turn the IK found, kept all the way up
+            quat = tuple(quat) if quat_angle(held, quat) <= quat_angle(held, flipped) else flipped
+            # a solution from a far seed may sit anywhere within the tolerance: from a near one
+            # the IK converges further (dense plans put boxes into millimetre gaps)
+            polished = self.panda.refine(q, pos, quat, self.s.ik_polish)
+            q = q if polished is None else polished
+            n = max(1, int(math.ceil((top - pos[2]) / self.s.waypoint_step)))
+            line.append((float(pos[2]), q))
+            for k in range(1, n + 1):
+                z = float(pos[2] + (top - pos[2]) * k / n)
+                q = self.panda.refine(q, [pos[0], pos[1], z], quat, self.s.ik)
+                if q is None:
+                    break
+                line.append((z, q))
+        self.panda.set_arm(self.q)           # IK moved the joints while searching
+        return line
 
     # ---------------------------------------------------------------- grasping
     def grasp(self, body: int, width: float) -> None:
@@ -201,16 +207,30 @@ class _Arm:
         transit = self._transit_height(i, pick, place)
         width = float(size[:2].min())
         self.opening = min(0.08, width + 0.02)
-        above_pick = np.array([pick[0], pick[1], transit])
-        self.move_joints(self.ik(above_pick, q_pick))
-        self.move_line(above_pick, pick, q_pick)
+        pick_down, place_down = (self._down(pick, q_pick, transit, "pick"),
+                                 self._down(place, q_place, transit, "place"))
+        self.move_joints(pick_down[0])
+        self.follow(pick_down[1:])
         self.grasp(self.world.object_ids[i], width)
-        self.move_line(pick, above_pick, q_pick)
-        above_place = np.array([place[0], place[1], transit])
-        self.move_joints(self.ik(above_place, q_place))
-        self.move_line(above_place, place, q_place)
+        self.follow(pick_down[::-1][1:])
+        self.move_joints(place_down[0])
+        self.follow(place_down[1:])
         self.release()
-        self.move_line(place, above_place, q_place)
+        self.follow(place_down[::-1][1:])
+
+    def _down(self, pos: np.ndarray, quat: Sequence[float], transit: float, key: str
+              ) -> list[np.ndarray]:
+        """Joints from the transit height straight down to ``pos``: tracked up from the pose
+        (found there with several IK seeds), followed down in reverse."""
+        line = self.vertical_line(pos, quat, transit)
+        if not line:
+            raise SimulationError(f"no IK solution at the {key} pose "
+                                  f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+        if line[-1][0] < transit - 1e-9:
+            raise SimulationError(f"no IK solution above the {key} at ({pos[0]:.3f}, "
+                                  f"{pos[1]:.3f}, {transit:.3f}): the arm can follow the line "
+                                  f"up to {line[-1][0]:.3f} m")
+        return [q for _, q in reversed(line)]
 
     def _transit_height(self, i: int, pick: np.ndarray, place: np.ndarray) -> float:
         """TCP height that carries object i clear of the rim and every other object's top."""
