@@ -149,13 +149,16 @@ def test_the_exact_model_keeps_the_wrist_off_a_deep_containers_wall_where_the_ar
     assert C.all_satisfied(C.check(shallow, np.array([[0.0, -0.088, 0.025, 0.0]]), [0]))
 
 
-@pytest.mark.parametrize("seed,objects", [(10100017, 10), (10120009, 12)])
+@pytest.mark.parametrize("seed,objects", [(10100017, 10), (10120009, 12), (10100021, 10),
+                                          (10120029, 12)])
 def test_the_panda_executes_verified_dense_plans_near_its_base_and_far_in_front(seed, objects):
-    # Two dense bench problems (n10_017, n12_009) whose known solution verifies but which the
-    # executor used to abandon: tracking the descent down from the transit height left the
-    # workspace beside the base (n10_017), and the IK solution found first above a far place
-    # had no solution (n12_009). The vertical lines are now tracked up from the pick and place
-    # poses, where the IK is polished, and followed down in reverse: the box lands in its slot.
+    # Dense bench problems (n10_017, n12_009, n10_021, n12_029) whose known solution verifies but
+    # which the executor used to abandon. Tracking the descent down from the transit height left
+    # the workspace beside the base (n10_017); the IK solution found first above a far place had
+    # no solution (n12_009). The vertical lines are now tracked up from the pick and place poses,
+    # where the IK is polished, and followed down in reverse. Where even those lines cannot reach
+    # the transit height (it clears the tallest object in the cell), the box is carried as high
+    # as they reach when the way there is clear (n10_021, n12_029).
     problem, solution = datagen.generate(objects, np.random.default_rng(seed), datagen.HARD)
     order = C.placement_order(problem, solution)
     plan = Plan("solved", placements={i: p.tolist() for i, p in zip(problem.ids, solution)},
@@ -165,3 +168,19 @@ def test_the_panda_executes_verified_dense_plans_near_its_base_and_far_in_front(
     report = execute_plan(problem, plan, record=False)
     assert report.success, report.message
     assert report.steps_done == objects
+
+
+def test_the_panda_stops_rather_than_carry_a_box_through_the_wall():
+    # Dense bench problem n10_000: its fifth box must go in far in front, where the arm reaches
+    # neither the transit height nor a height at which the box would clear the container's wall
+    # (forced through, it knocks a placed box out). The executor stops at that step and says so.
+    problem, solution = datagen.generate(10, np.random.default_rng(10100000), datagen.HARD)
+    order = C.placement_order(problem, solution)
+    plan = Plan("solved", placements={i: p.tolist() for i, p in zip(problem.ids, solution)},
+                steps=planning.make_steps(problem, solution, order))
+    assert pipeline.verify(problem, plan)["passed"]
+    report = execute_plan(problem, plan, record=False)
+    assert not report.success and report.steps_done == 4
+    assert "as high as the arm reaches there, the way is not clear" in report.message
+    placed = [problem.index(st["object"]) for st in plan.steps[:4]]
+    assert report.position_error[placed].max() <= 0.015          # nothing knocked on the way

@@ -4,8 +4,11 @@ Per step (in plan order): joint-space move to a transit pose above the pick, str
 grasp (fixed constraint between the TCP link and the object, made only at an IK-valid arm
 configuration), straight lift to the transit height, joint-space move above the place pose,
 straight descent, release, straight retreat. Each vertical line is tracked from the pick or place
-pose upward (IK there from several seeds, then from waypoint to waypoint) and followed down in
-reverse, so the arm arrives in the configuration found at the pose itself. Physics runs while the
+pose upward (IK there from several seeds, polished, then from waypoint to waypoint) and followed
+down in reverse, so the arm arrives in the configuration found at the pose itself. The transit
+height clears the rim and every other object's top; where the arm cannot reach it above the pick
+or the place, the box is carried as high as both lines reach, if the joint-space moves there are
+checked clear (:meth:`_Arm.clears`), else the step stops with a message. Physics runs while the
 arm moves, so objects that get bumped move. A suction problem's Panda carries the suction tool (no
 fingers): the same fixed constraint, made at the cup's tip, stands for the vacuum seal. The arm
 follows its joint waypoints kinematically (reset per physics step, with position targets holding
@@ -39,6 +42,10 @@ class ExecuteSettings:
     joint_speed: float = 1.2       # rad/s of the fastest joint in joint-space moves
     waypoint_step: float = 0.01    # m between IK waypoints on straight lines
     clearance: float = 0.05        # m above rim / other tops while carrying
+    low_clearance: float = 0.01    # m kept on the way when the transit is out of reach (below)
+    path_samples: int = 24         # configurations checked along such a joint-space move
+    tool_reach: float = 0.06       # m around the TCP that the empty tool covers (fingers, cup)
+    tool_hang: float = 0.01        # m the empty tool reaches below the TCP
     settle_after_place_s: float = 0.3
     final_settle_s: float = 1.0
     pos_tol: float = 0.015         # success: every object within 1.5 cm ...
@@ -177,6 +184,29 @@ class _Arm:
         self.panda.set_arm(self.q)           # IK moved the joints while searching
         return line
 
+    def clears(self, q0: np.ndarray, q1: np.ndarray, corners: np.ndarray,
+               obstacles: np.ndarray, bodies: Sequence[int]) -> bool:
+        """Whether the joint-space move ``q0`` -> ``q1`` keeps the points ``corners`` (k, 3), in
+        the TCP's frame (the carried box's corners, or the empty tool's), ``low_clearance`` above
+        every obstacle row (x_min, x_max, y_min, y_max, top) whose footprint they pass over, and
+        the arm off every body in ``bodies``. The tool may tilt on the way, so the corners are
+        placed with the TCP's orientation."""
+        ok = True
+        for s in np.linspace(0.0, 1.0, self.s.path_samples):
+            self.panda.set_arm(q0 + (q1 - q0) * s)
+            tcp, quat = self.panda.tcp_pose()
+            rot = np.array(self.c.getMatrixFromQuaternion(quat)).reshape(3, 3)
+            pts = tcp + corners @ rot.T
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            over = ((obstacles[:, 0] <= hi[0]) & (lo[0] <= obstacles[:, 1])
+                    & (obstacles[:, 2] <= hi[1]) & (lo[1] <= obstacles[:, 3]))
+            if np.any(lo[2] < obstacles[over, 4] + self.s.low_clearance) or any(
+                    self.c.getClosestPoints(self.world.robot_id, b, 0.0) for b in bodies):
+                ok = False
+                break
+        self.panda.set_arm(self.q)
+        return ok
+
     # ---------------------------------------------------------------- grasping
     def grasp(self, body: int, width: float) -> None:
         self.opening = width + 0.002
@@ -207,8 +237,7 @@ class _Arm:
         transit = self._transit_height(i, pick, place)
         width = float(size[:2].min())
         self.opening = min(0.08, width + 0.02)
-        pick_down, place_down = (self._down(pick, q_pick, transit, "pick"),
-                                 self._down(place, q_place, transit, "place"))
+        pick_down, place_down = self._descents(i, (pick, q_pick), (place, q_place), transit)
         self.move_joints(pick_down[0])
         self.follow(pick_down[1:])
         self.grasp(self.world.object_ids[i], width)
@@ -218,19 +247,44 @@ class _Arm:
         self.release()
         self.follow(place_down[::-1][1:])
 
-    def _down(self, pos: np.ndarray, quat: Sequence[float], transit: float, key: str
-              ) -> list[np.ndarray]:
-        """Joints from the transit height straight down to ``pos``: tracked up from the pose
-        (found there with several IK seeds), followed down in reverse."""
-        line = self.vertical_line(pos, quat, transit)
-        if not line:
-            raise SimulationError(f"no IK solution at the {key} pose "
-                                  f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
-        if line[-1][0] < transit - 1e-9:
+    def _descents(self, i: int, pick: tuple, place: tuple, transit: float
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Joints from the carrying height straight down to the pick and to the place
+        (``(position, orientation)`` each): tracked up from the pose (found there with several IK
+        seeds), followed down in reverse. The carrying height is ``transit``; where a line cannot
+        reach it, the highest height both lines reach, if the moves there keep the carried object
+        and the empty tool ``low_clearance`` above what they pass over and the arm off every
+        object and the container (:meth:`clears`)."""
+        lines = []
+        for key, (pos, quat) in (("pick", pick), ("place", place)):
+            lines.append(self.vertical_line(pos, quat, transit))
+            if not lines[-1]:
+                raise SimulationError(f"no IK solution at the {key} pose "
+                                      f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+        height = min(line[-1][0] for line in lines)
+        paths = [[q for z, q in reversed(line) if z <= height + 1e-9] for line in lines]
+        if height < transit - 1e-9 and not self._clear_below_transit(i, pick, paths):
+            key, (pos, _) = ("pick", pick) if lines[0][-1][0] <= height else ("place", place)
             raise SimulationError(f"no IK solution above the {key} at ({pos[0]:.3f}, "
-                                  f"{pos[1]:.3f}, {transit:.3f}): the arm can follow the line "
-                                  f"up to {line[-1][0]:.3f} m")
-        return [q for _, q in reversed(line)]
+                                  f"{pos[1]:.3f}, {transit:.3f}), and at {height:.3f} m, as high "
+                                  f"as the arm reaches there, the way is not clear")
+        return paths[0], paths[1]
+
+    def _clear_below_transit(self, i: int, pick: tuple, paths: list) -> bool:
+        """Whether the joint-space moves onto ``paths`` (to the top of the pick descent with the
+        empty tool, then to the top of the place descent carrying object ``i``) are clear."""
+        problem, poses = self.world.problem, self.world.object_poses()
+        pos, quat = np.asarray(pick[0], float), pick[1]
+        r, hang = self.s.tool_reach, self.s.tool_hang
+        tool = pos + np.array([[x, y, z] for x in (-r, r) for y in (-r, r) for z in (-hang, 0.0)])
+        size = problem.items[i].size
+        obstacles = self._obstacles(i, poses)
+        bodies = [b for j, b in enumerate(self.world.object_ids) if j != i]
+        bodies.append(self.world.container_id)
+        return (self.clears(self.q, paths[0][0], _tool_frame(tool, pos, quat), obstacles, bodies)
+                and self.clears(paths[0][0], paths[1][0],
+                                _tool_frame(_box_corners(poses[i, :3], size, poses[i, 3]), pos,
+                                            quat), obstacles, bodies))
 
     def _transit_height(self, i: int, pick: np.ndarray, place: np.ndarray) -> float:
         """TCP height that carries object i clear of the rim and every other object's top."""
@@ -241,5 +295,44 @@ class _Arm:
         highest = max([rim, pick[2], place[2], *tops])
         return float(highest + problem.items[i].size[2] + self.s.clearance)
 
+    def _obstacles(self, i: int, poses: np.ndarray) -> np.ndarray:
+        """(x_min, x_max, y_min, y_max, top) rows: every object but ``i`` (its footprint's
+        bounding box at its current yaw) and the container's four walls at rim height."""
+        problem = self.world.problem
+        rows = []
+        for j, (pose, item) in enumerate(zip(poses, problem.items)):
+            if j == i:
+                continue
+            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
+            hx = 0.5 * (c * item.size[0] + s * item.size[1])
+            hy = 0.5 * (s * item.size[0] + c * item.size[1])
+            rows.append((pose[0] - hx, pose[0] + hx, pose[1] - hy, pose[1] + hy,
+                         pose[2] + item.size[2] / 2))
+        box = problem.container
+        rim = box.pose[2] + box.size[2]
+        hx, hy, w = box.size[0] / 2, box.size[1] / 2, box.wall
+        c, s = math.cos(box.pose[3]), math.sin(box.pose[3])
+        turn = np.array([[c, -s], [s, c]])
+        for x0, x1, y0, y1 in ((-hx - w, hx + w, -hy - w, -hy), (-hx - w, hx + w, hy, hy + w),
+                               (-hx - w, -hx, -hy, hy), (hx, hx + w, -hy, hy)):     # the walls
+            xy = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]]) @ turn.T + box.pose[:2]
+            rows.append((xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max(), rim))
+        return np.array(rows, float)
+
     def retreat_home(self) -> None:
         self.move_joints(np.array(HOME))
+
+
+def _box_corners(centre: np.ndarray, size: np.ndarray, yaw: float) -> np.ndarray:
+    """(8, 3) world corners of an upright box."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    local = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    local = local * np.asarray(size, float)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return np.asarray(centre, float) + local @ rot.T
+
+
+def _tool_frame(points: np.ndarray, tcp: np.ndarray, quat: Sequence[float]) -> np.ndarray:
+    """World ``points`` (k, 3) in the frame of a TCP at ``tcp`` turned by ``quat``."""
+    rot = np.array(p.getMatrixFromQuaternion([float(v) for v in quat])).reshape(3, 3)
+    return (np.asarray(points) - tcp) @ rot
