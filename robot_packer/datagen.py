@@ -47,6 +47,8 @@ TABLE_X0 = -0.15     # m: rows of objects on the table start here (x; the arm tu
 TABLE_REACH = 0.72   # m: no object centre on the table farther than this from the robot base
 #                      (the Panda's top-down reach with a 15 cm suction tool; farther fails IK)
 TABLE_MIN_REACH = 0.32  # m: ... and none nearer (the folded arm cannot point down there)
+TABLE_GAP = {"parallel": 0.13, "suction": 0.06}   # m from the container's wall to the first row:
+#   the Franka hand reaches ~0.105 m either side of the fingers, across the row toward the wall
 
 HARD = GenConfig(fill_xy=(0.93, 0.98), fill_z=(0.93, 1.0), clearance=(0.001, 0.003),
                  stack_prob=0.4, yaw_jitter_deg=0.5, relations=(3, 8), gripper="suction",
@@ -83,7 +85,7 @@ def _try_generate(n, rng, cfg):
     gripper = Gripper(type="suction") if cfg.gripper == "suction" else Gripper()
     container = Container(box, [0.55, 0.0, 0.0, 0.0], 0.01)
     items = [Item(f"o{i}", sizes[i], None, float(masses[i]), bool(fragile[i])) for i in range(n)]
-    items = _table_poses(items, container, rng)
+    items = _table_poses(items, container, TABLE_GAP.get(cfg.gripper, TABLE_GAP["suction"]))
     problem = PackingProblem(container, items, (), cfg.rules, gripper)
     if not C.all_satisfied(C.check(problem, poses)):
         return None
@@ -206,13 +208,13 @@ def _fragile(sizes, poses, rng, cfg):
     return flags
 
 
-def _table_poses(items, container, rng):
-    """Current poses: rows on the table on both sides of the container, long side along x, each
-    centre between ``TABLE_MIN_REACH`` and ``TABLE_REACH`` from the robot base (a row ends where
-    the next spot would be too far).
+def _table_poses(items, container, gap: float):
+    """Current poses: rows on the table on both sides of the container, the first ``gap`` from
+    its wall, long side along x, each centre between ``TABLE_MIN_REACH`` and ``TABLE_REACH`` from
+    the robot base (a row ends where the next spot would be too far).
     """
     out = []
-    near = container.size[1] / 2 + container.wall + 0.06
+    near = container.size[1] / 2 + container.wall + gap
     x, row_y, row_depth = {1: TABLE_X0, -1: TABLE_X0}, {1: near, -1: near}, {1: 0.0, -1: 0.0}
     for k, item in enumerate(items):
         side = 1 if k % 2 else -1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -95,6 +96,19 @@ def test_fingers_hitting_a_wall_fail_gripper_clear():
     result = verify_plan(problem(), poses)
     assert not result["passed"] and result["gripper_clear"] is False
     assert "gripper_clear" in reasons(result)
+
+
+def test_a_hand_that_hits_the_container_while_picking_fails_reachability():
+    # "b" stands 3 cm from the container's wall, narrow side toward it: the fingers close across
+    # y, and the Franka hand, ~0.105 m either side of them, comes down onto the wall.
+    near = ITEMS[:1] + (Item("b", [0.12, 0.04, 0.05], [0.50, -0.20, 0.025, 0.0], mass=0.3),)
+    poses = np.array([GOOD[0], [0.06, 0.04, 0.025, 0.0]])
+    result = verify_plan(problem(items=near), poses)
+    assert not result["passed"] and result["reachable"] is False
+    assert re.search(r"picking b the arm \(.*panda_hand.*\) hits container", reasons(result))
+    away = near[:1] + (Item("b", [0.12, 0.04, 0.05], [0.45, -0.35, 0.025, 0.0], mass=0.3),)
+    clear = verify_plan(problem(items=away), poses)
+    assert clear["passed"], reasons(clear)
 
 
 def test_container_out_of_reach_fails_reachability():

@@ -157,13 +157,19 @@ class _Arm:
         for q in path:
             self._apply(q, per)
 
-    def vertical_line(self, pos: np.ndarray, quat: Sequence[float], top: float
-                      ) -> list[tuple[float, np.ndarray]]:
+    def vertical_line(self, pos: np.ndarray, quat: Sequence[float], top: float,
+                      obstacles: Sequence[int]) -> list[tuple[float, np.ndarray]]:
         """(TCP height, joints) from ``pos`` straight up toward height ``top``: IK at the pose
-        (several seeds, the tool's half turn allowed), then each waypoint from the previous one's
-        joints (no restarts: the line stays smooth). Ends where the arm cannot follow; empty when
-        the pose itself has no IK solution."""
-        q = self.panda.solve_ik(pos, quat, self.s.ik)
+        (several seeds, the tool's half turn allowed, the arm clear of the bodies
+        ``obstacles``), then each waypoint from the previous one's joints (no restarts: the line
+        stays smooth). Ends where the arm cannot follow; empty when the pose itself has no IK
+        solution."""
+        margin = self.s.ik.collision_margin
+
+        def clear() -> bool:                 # as verification checks it (sim/verify.py)
+            return not self.panda.contacts(obstacles, margin)
+
+        q = self.panda.solve_ik(pos, quat, self.s.ik, accept=clear)
         line = []
         if q is not None:
             _, held = self.panda.tcp_pose()
@@ -255,9 +261,12 @@ class _Arm:
         reach it, the highest height both lines reach, if the moves there keep the carried object
         and the empty tool ``low_clearance`` above what they pass over and the arm off every
         object and the container (:meth:`clears`)."""
+        others = [b for j, b in enumerate(self.world.object_ids) if j != i]
         lines = []
         for key, (pos, quat) in (("pick", pick), ("place", place)):
-            lines.append(self.vertical_line(pos, quat, transit))
+            # as verification: the container at pick, the objects in it too at place
+            obstacles = [self.world.container_id] + (others if key == "place" else [])
+            lines.append(self.vertical_line(pos, quat, transit, obstacles))
             if not lines[-1]:
                 raise SimulationError(f"no IK solution at the {key} pose "
                                       f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")

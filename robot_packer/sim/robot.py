@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -242,21 +242,24 @@ class Panda:
 
     def solve_ik(self, pos: Sequence[float], quat: Sequence[float],
                  settings: IKSettings = IKSettings(), max_seeds: int | None = None,
-                 flip: bool = True) -> np.ndarray | None:
+                 flip: bool = True, accept: Callable[[], bool] | None = None
+                 ) -> np.ndarray | None:
         """Joint angles (7,) that put the TCP at ``pos``/``quat`` within tolerance, or None.
 
         Tries the given orientation and (``flip``) its half turn about the tool z axis (the
         parallel gripper is symmetric; turned by a suction cup, a box looks the same after a half
         turn), from several seeds, refining each by repeated calls of Bullet's damped null-space
-        IK; a solution must lie within the joint limits. Leaves the arm at the solution (or at
-        the last attempt).
+        IK; a solution must lie within the joint limits and, with ``accept``, pass it (called
+        with the arm at the solution: e.g. the arm clear of the container, where another seed
+        may bend the elbow the other way). Leaves the arm at the solution (or at the last
+        attempt).
         """
         seeds = self.seeds(pos)[:max_seeds]
         goals = (tuple(quat), flip_about_z(quat)) if flip else (tuple(quat),)
         for q_goal in goals:
             for seed in seeds:
                 q = self.refine(seed, pos, q_goal, settings)
-                if q is not None:
+                if q is not None and (accept is None or accept()):
                     return q
         return None
 

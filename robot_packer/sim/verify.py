@@ -290,7 +290,8 @@ TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2,
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
                 arm_collisions: bool = True, deadline: Deadline | None = None,
                 turn_tool: bool = False) -> bool:
-    """IK at every pick and place pose; arm clear of the container and earlier objects at place.
+    """IK at every pick and place pose; the arm clear of the container at pick, and of the
+    container and the objects placed before at place.
 
     ``turn_tool``: a step whose planned grasp the arm cannot reach clear of the walls is tried
     with the tool turned (:data:`TOOL_TURNS`: the Panda's wrist, 0.15 m above a suction cup, is
@@ -327,25 +328,34 @@ def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequenc
                 ik: IKSettings, arm_collisions: bool, turn: float | None) -> str:
     """Why the arm cannot do step ``st`` with the tool turned by ``turn`` rad ('' when it can).
 
-    ``turn=None``: the planned orientation, or its half turn where that has no IK solution.
+    ``turn=None``: the planned orientation, or its half turn where that has no IK solution. With
+    ``arm_collisions`` an IK solution counts only with the arm clear (the next seed is tried
+    otherwise: the elbow may bend the other way).
     """
     problem = world.problem
     for key in ("pick", "place"):
         if key not in st:
             continue
         pos, quat = st[key]["position"], _unit(st[key]["orientation"])
-        if turn is None:
-            q = panda.solve_ik(pos, quat, ik)
-        else:
-            q = panda.solve_ik(pos, turn_about_z(quat, turn), ik, flip=False)
-        if q is None:
+        flip = turn is None
+        quat = quat if flip else turn_about_z(quat, turn)
+        # picking, the container is the obstacle (the table is below); placing, also the
+        # objects placed before
+        obstacles = placed if key == "place" else ()
+
+        def clear() -> bool:
+            return not _arm_hits(world, panda, i, obstacles, ik.collision_margin)
+
+        accept = clear if arm_collisions else None
+        if panda.solve_ik(pos, quat, ik, flip=flip, accept=accept) is not None:
+            continue
+        if accept is None or panda.solve_ik(pos, quat, ik, flip=flip) is None:
             tool = " (suction tool)" if panda.tool == "suction" else ""
             return (f"reachable: no Panda IK solution{tool} to {key} {problem.items[i].id} at "
                     f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
-        if key == "place" and arm_collisions:
-            hit = _arm_hits(world, panda, i, placed, ik.collision_margin)
-            if hit:
-                return f"reachable: placing {problem.ids[i]} the arm {hit}"
+        verb = "placing" if key == "place" else "picking"
+        return (f"reachable: {verb} {problem.ids[i]} the arm "
+                f"{_arm_hits(world, panda, i, obstacles, ik.collision_margin)}")
     return ""
 
 
