@@ -329,8 +329,8 @@ def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequenc
     """Why the arm cannot do step ``st`` with the tool turned by ``turn`` rad ('' when it can).
 
     ``turn=None``: the planned orientation, or its half turn where that has no IK solution. With
-    ``arm_collisions`` an IK solution counts only with the arm clear (the next seed is tried
-    otherwise: the elbow may bend the other way).
+    ``arm_collisions`` an IK solution counts only with the arm clear (the next seed, then the
+    half turn, is tried otherwise: the elbow may bend the other way).
     """
     problem = world.problem
     for key in ("pick", "place"):
