@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -159,36 +159,59 @@ class _Arm:
 
     def vertical_line(self, pos: np.ndarray, quat: Sequence[float], top: float,
                       obstacles: Sequence[int]) -> list[tuple[float, np.ndarray]]:
-        """(TCP height, joints) from ``pos`` straight up toward height ``top``: IK at the pose
-        (several seeds, the tool's half turn allowed, the arm clear of the bodies
-        ``obstacles``), then each waypoint from the previous one's joints (no restarts: the line
-        stays smooth). Ends where the arm cannot follow; empty when the pose itself has no IK
-        solution."""
+        """(TCP height, joints) from ``pos`` straight up toward height ``top``, the arm at
+        ``pos`` clear of the bodies ``obstacles``. Tracked up from an IK solution at the pose
+        (several seeds, the tool's half turn allowed, polished); where that ends below ``top``,
+        tracked down from one at ``top`` instead, if that reaches the pose clear. Waypoints go
+        from the previous one's joints (no restarts: the line stays smooth). Ends where the arm
+        cannot follow; empty when the pose itself has no IK solution."""
         margin = self.s.ik.collision_margin
 
         def clear() -> bool:                 # as verification checks it (sim/verify.py)
             return not self.panda.contacts(obstacles, margin)
 
-        q = self.panda.solve_ik(pos, quat, self.s.ik, accept=clear)
-        line = []
-        if q is not None:
-            _, held = self.panda.tcp_pose()
-            flipped = flip_about_z(quat)     # the turn the IK found, kept all the way up
-            quat = tuple(quat) if quat_angle(held, quat) <= quat_angle(held, flipped) else flipped
-            # a solution from a far seed may sit anywhere within the tolerance: from a near one
-            # the IK converges further (dense plans put boxes into millimetre gaps)
-            polished = self.panda.refine(q, pos, quat, self.s.ik_polish)
-            q = q if polished is None else polished
-            n = max(1, int(math.ceil((top - pos[2]) / self.s.waypoint_step)))
-            line.append((float(pos[2]), q))
-            for k in range(1, n + 1):
-                z = float(pos[2] + (top - pos[2]) * k / n)
-                q = self.panda.refine(q, [pos[0], pos[1], z], quat, self.s.ik)
-                if q is None:
-                    break
-                line.append((z, q))
+        line = self._track(pos, quat, pos[2], top, clear)
+        if not line or line[-1][0] < top - 1e-9:
+            down = self._track(pos, quat, top, pos[2], clear)
+            line = down[::-1] if down and abs(down[-1][0] - pos[2]) < 1e-9 else line
         self.panda.set_arm(self.q)           # IK moved the joints while searching
         return line
+
+    def _track(self, pos: np.ndarray, quat: Sequence[float], start: float, end: float,
+               clear: Callable[[], bool]) -> list[tuple[float, np.ndarray]]:
+        """(TCP height, joints) on the vertical line through ``pos`` from height ``start``
+        toward ``end``: IK at the start (polished), then waypoint after waypoint; ends where the
+        arm cannot follow. Where the line reaches ``pos`` itself, the arm there must be
+        ``clear``."""
+        at = np.array([pos[0], pos[1], start], float)
+        q = self.panda.solve_ik(at, quat, self.s.ik,
+                                accept=clear if start == pos[2] else None)
+        if q is None:
+            return []
+        _, held = self.panda.tcp_pose()
+        flipped = flip_about_z(quat)         # the turn the IK found, kept all the way
+        quat = tuple(quat) if quat_angle(held, quat) <= quat_angle(held, flipped) else flipped
+        line = [(float(start), self._polished(q, at, quat))]
+        n = max(1, int(math.ceil(abs(end - start) / self.s.waypoint_step)))
+        for k in range(1, n + 1):
+            z = float(start + (end - start) * k / n)
+            q = self.panda.refine(line[-1][1], [pos[0], pos[1], z], quat, self.s.ik)
+            if q is None:
+                break
+            if k == n and end == pos[2]:
+                q = self._polished(q, np.array([pos[0], pos[1], z]), quat)
+                self.panda.set_arm(q)
+                if not clear():
+                    break
+            line.append((z, q))
+        return line
+
+    def _polished(self, q: np.ndarray, pos: np.ndarray, quat: Sequence[float]) -> np.ndarray:
+        """``q`` refined further toward the pose: a solution from a far seed may sit anywhere
+        within the tolerance, from a near one the IK converges further (dense plans put boxes
+        into millimetre gaps)."""
+        polished = self.panda.refine(q, pos, quat, self.s.ik_polish)
+        return q if polished is None else polished
 
     def clears(self, q0: np.ndarray, q1: np.ndarray, corners: np.ndarray,
                obstacles: np.ndarray, bodies: Sequence[int]) -> bool:
