@@ -23,6 +23,16 @@ def test_demo_small_scene_writes_a_verified_report(tmp_path, capsys):
     assert "total wall time" in printed
 
 
+def test_make_demo_scene_is_solved_verified_and_executed(tmp_path, capsys):
+    # What `make demo` runs (the default scene and solver): the Panda must execute every step.
+    # (From 8aa28d5 to c4eb604 its third pick stopped in execution and no test said so.)
+    out = tmp_path / "report"
+    code = main(["demo", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "execution: all steps executed" in printed, printed
+
+
 def test_demo_rejects_a_bad_scene(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("container: {size: [0.3, 0.2, -1]}\nobjects: []\n")

@@ -4,8 +4,9 @@ Per step (in plan order): joint-space move to a transit pose above the pick, str
 grasp (fixed constraint between the TCP link and the object, made only at an IK-valid arm
 configuration), straight lift to the transit height, joint-space move above the place pose,
 straight descent, release, straight retreat. Each vertical line is tracked from the pick or place
-pose upward (IK there from several seeds, polished, then from waypoint to waypoint) and followed
-down in reverse, so the arm arrives in the configuration found at the pose itself. The transit
+pose upward (IK there from several seeds, polished, then from waypoint to waypoint; from the top
+down where that ends early) and followed down in reverse, so the arm arrives in the configuration
+found at the pose itself. The transit
 height clears the rim and every other object's top; where the arm cannot reach it above the pick
 or the place, the box is carried as high as both lines reach, if the joint-space moves there are
 checked clear (:meth:`_Arm.clears`), else the step stops with a message. Physics runs while the
