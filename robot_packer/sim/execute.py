@@ -285,35 +285,35 @@ class _Arm:
         reach it, the highest height both lines reach, if the moves there keep the carried object
         and the empty tool ``low_clearance`` above what they pass over and the arm off every
         object and the container (:meth:`clears`)."""
-        others = [b for j, b in enumerate(self.world.object_ids) if j != i]
+        objects = [b for j, b in enumerate(self.world.object_ids) if j != i]
+        bodies = [self.world.container_id] + objects
         lines = []
         for key, (pos, quat) in (("pick", pick), ("place", place)):
             # as verification: the container at pick, the objects in it too at place
-            obstacles = [self.world.container_id] + (others if key == "place" else [])
-            lines.append(self.vertical_line(pos, quat, transit, obstacles))
+            lines.append(self.vertical_line(pos, quat, transit,
+                                            bodies if key == "place" else bodies[:1]))
             if not lines[-1]:
                 raise SimulationError(f"no IK solution at the {key} pose "
                                       f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
         height = min(line[-1][0] for line in lines)
         paths = [[q for z, q in reversed(line) if z <= height + 1e-9] for line in lines]
-        if height < transit - 1e-9 and not self._clear_below_transit(i, pick, paths):
+        if height < transit - 1e-9 and not self._clear_below_transit(i, pick, paths, bodies):
             key, (pos, _) = ("pick", pick) if lines[0][-1][0] <= height else ("place", place)
             raise SimulationError(f"no IK solution above the {key} at ({pos[0]:.3f}, "
                                   f"{pos[1]:.3f}, {transit:.3f}), and at {height:.3f} m, as high "
                                   f"as the arm reaches there, the way is not clear")
         return paths[0], paths[1]
 
-    def _clear_below_transit(self, i: int, pick: tuple, paths: list) -> bool:
+    def _clear_below_transit(self, i: int, pick: tuple, paths: list, bodies: list[int]) -> bool:
         """Whether the joint-space moves onto ``paths`` (to the top of the pick descent with the
-        empty tool, then to the top of the place descent carrying object ``i``) are clear."""
+        empty tool, then to the top of the place descent carrying object ``i``) are clear of the
+        objects and walls below and keep the arm off ``bodies``."""
         problem, poses = self.world.problem, self.world.object_poses()
         pos, quat = np.asarray(pick[0], float), pick[1]
         r, hang = self.s.tool_reach, self.s.tool_hang
         tool = pos + np.array([[x, y, z] for x in (-r, r) for y in (-r, r) for z in (-hang, 0.0)])
         size = problem.items[i].size
         obstacles = self._obstacles(i, poses)
-        bodies = [b for j, b in enumerate(self.world.object_ids) if j != i]
-        bodies.append(self.world.container_id)
         return (self.clears(self.q, paths[0][0], _tool_frame(tool, pos, quat), obstacles, bodies)
                 and self.clears(paths[0][0], paths[1][0],
                                 _tool_frame(_box_corners(poses[i, :3], size, poses[i, 3]), pos,
