@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
 from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
@@ -329,28 +330,24 @@ class _Arm:
         return float(highest + problem.items[i].size[2] + self.s.clearance)
 
     def _obstacles(self, i: int, poses: np.ndarray) -> np.ndarray:
-        """(x_min, x_max, y_min, y_max, top) rows: every object but ``i`` (its footprint's
-        bounding box at its current yaw) and the container's four walls at rim height."""
+        """(x_min, x_max, y_min, y_max, top) rows: every object but ``i`` and the container's four
+        walls (at rim height), each as its footprint's bounding box at its yaw."""
         problem = self.world.problem
-        rows = []
-        for j, (pose, item) in enumerate(zip(poses, problem.items)):
-            if j == i:
-                continue
-            c, s = abs(math.cos(pose[3])), abs(math.sin(pose[3]))
-            hx = 0.5 * (c * item.size[0] + s * item.size[1])
-            hy = 0.5 * (s * item.size[0] + c * item.size[1])
-            rows.append((pose[0] - hx, pose[0] + hx, pose[1] - hy, pose[1] + hy,
-                         pose[2] + item.size[2] / 2))
+        others = [j for j in range(len(poses)) if j != i]
+        sizes = np.array([problem.items[j].size for j in others]).reshape(-1, 3)
         box = problem.container
-        rim = box.pose[2] + box.size[2]
         hx, hy, w = box.size[0] / 2, box.size[1] / 2, box.wall
         c, s = math.cos(box.pose[3]), math.sin(box.pose[3])
-        turn = np.array([[c, -s], [s, c]])
-        for x0, x1, y0, y1 in ((-hx - w, hx + w, -hy - w, -hy), (-hx - w, hx + w, hy, hy + w),
-                               (-hx - w, -hx, -hy, hy), (hx, hx + w, -hy, hy)):     # the walls
-            xy = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]]) @ turn.T + box.pose[:2]
-            rows.append((xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max(), rim))
-        return np.array(rows, float)
+        walls = np.array([[0.0, -hy - w / 2], [0.0, hy + w / 2], [-hx - w / 2, 0.0],
+                          [hx + w / 2, 0.0]]) @ np.array([[c, s], [-s, c]]) + box.pose[:2]
+        centres = np.concatenate([poses[others, :2], walls])
+        footprints = np.concatenate([sizes[:, :2], [[2 * hx + 2 * w, w]] * 2, [[w, 2 * hy]] * 2])
+        yaws = np.concatenate([poses[others, 3], [box.pose[3]] * 4])
+        tops = np.concatenate([poses[others, 2] + sizes[:, 2] / 2,
+                               [box.pose[2] + box.size[2]] * 4])
+        ex, ey = half_extents_xy_np(yaws, footprints)
+        return np.stack([centres[:, 0] - ex, centres[:, 0] + ex, centres[:, 1] - ey,
+                         centres[:, 1] + ey, tops], axis=1)
 
     def retreat_home(self) -> None:
         self.move_joints(np.array(HOME))
