@@ -3,8 +3,10 @@
 Every solver gets the same problems, the same exact checker, the same time budget and the same
 machine. Problems come from :func:`robot_packer.datagen.generate` with seeds
 ``TEST_SEED_BASE + 1_000_000 * seed + 10_000 * n + k`` — disjoint from every training seed
-(training uses seeds below 1_000_000) — and are saved as scene files next to the results, so any
-case can be re-run with ``robot-packer solve <out>/scenes/<case>.yaml --solver S``.
+(training uses seeds below 1_000_000); in the robot domain (pack3d) only problems whose known
+solution passes the whole verification, the Panda's reach included — and are saved as scene
+files next to the results, so any case can be re-run with
+``robot-packer solve <out>/scenes/<case>.yaml --solver S``.
 
 Outputs (each written atomically, refreshed after every object count; tables and plots come from
 :mod:`robot_packer.bench_report`): ``results.json`` (meta,
@@ -205,8 +207,11 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
     from robot_packer.domains import get_domain
     from robot_packer.problem import save_scene
 
+    domain = get_domain(cfg.domain)
     generate = (partial(datagen.generate, cfg=datagen.HARD) if cfg.tier == "hard"
-                else get_domain(cfg.domain).generate)
+                else domain.generate)
+    if domain.reach:
+        generate = partial(robot_solvable, generate)
     scenes = Path(cfg.out) / "scenes"
 
     def save(problem, k: int) -> None:
@@ -215,12 +220,25 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
     return generate_cases(n, cfg.problems, cfg.seed, generate, save)
 
 
+def robot_solvable(generate, n: int, rng: np.random.Generator):
+    """``generate(n, rng)``, raising RuntimeError (skip this seed) unless the known solution's
+    plan passes the whole verification, the robot's reach included: a benchmark problem of a robot
+    domain is one the cell can carry out, not only one the exact checker accepts."""
+    from robot_packer.solver import pipeline
+
+    problem, known = generate(n, rng)
+    if not pipeline.verify(problem, pipeline.plan_of(problem, known))["passed"]:
+        raise RuntimeError("the known solution fails verification")
+    return problem, known
+
+
 def generate_cases(n: int, count: int, seed: int, generate, save) -> tuple[list, list[int]]:
     """``count`` problems with ``n`` objects and their seeds; ``save(problem, k)`` writes case k.
 
     Problem k comes from the k-th seed of the sequence :func:`case_seed` (n, 0), (n, 1), ...
-    for which ``generate(n, rng)`` succeeds; the rare seeds it gives up on (RuntimeError) are
-    skipped. Every domain's benchmark draws its problems here.
+    for which ``generate(n, rng)`` succeeds; the seeds it gives up on (RuntimeError: the
+    generator, or :func:`robot_solvable`) are skipped. Every domain's benchmark draws its
+    problems here.
     """
     problems, seeds, j = [], [], 0
     while len(problems) < count:

@@ -47,8 +47,9 @@ TABLE_X0 = -0.15     # m: rows of objects on the table start here (x; the arm tu
 TABLE_REACH = 0.72   # m: no object centre on the table farther than this from the robot base
 #                      (the Panda's top-down reach with a 15 cm suction tool; farther fails IK)
 TABLE_MIN_REACH = 0.32  # m: ... and none nearer (the folded arm cannot point down there)
-TABLE_GAP = {"parallel": 0.13, "suction": 0.06}   # m from the container's wall to the first row:
-#   the Franka hand reaches ~0.105 m either side of the fingers, across the row toward the wall
+TABLE_GAP = {"parallel": 0.13, "suction": 0.06}   # m from the container's wall to the first row,
+TABLE_ROW_GAP = {"parallel": 0.09, "suction": 0.04}   # ... and between rows: the Franka hand
+#   reaches ~0.105 m either side of the fingers' centre, across the row toward its neighbours
 
 HARD = GenConfig(fill_xy=(0.93, 0.98), fill_z=(0.93, 1.0), clearance=(0.001, 0.003),
                  stack_prob=0.4, yaw_jitter_deg=0.5, relations=(3, 8), gripper="suction",
@@ -85,7 +86,8 @@ def _try_generate(n, rng, cfg):
     gripper = Gripper(type="suction") if cfg.gripper == "suction" else Gripper()
     container = Container(box, [0.55, 0.0, 0.0, 0.0], 0.01)
     items = [Item(f"o{i}", sizes[i], None, float(masses[i]), bool(fragile[i])) for i in range(n)]
-    items = _table_poses(items, container, TABLE_GAP.get(cfg.gripper, TABLE_GAP["suction"]))
+    tool = cfg.gripper if cfg.gripper in TABLE_GAP else "suction"
+    items = _table_poses(items, container, TABLE_GAP[tool], TABLE_ROW_GAP[tool])
     problem = PackingProblem(container, items, (), cfg.rules, gripper)
     if not C.all_satisfied(C.check(problem, poses)):
         return None
@@ -208,10 +210,11 @@ def _fragile(sizes, poses, rng, cfg):
     return flags
 
 
-def _table_poses(items, container, gap: float):
+def _table_poses(items, container, gap: float, row_gap: float):
     """Current poses: rows on the table on both sides of the container, the first ``gap`` from
-    its wall, long side along x, each centre between ``TABLE_MIN_REACH`` and ``TABLE_REACH`` from
-    the robot base (a row ends where the next spot would be too far).
+    its wall and ``row_gap`` apart, long side along x, 4 cm apart in a row, each centre between
+    ``TABLE_MIN_REACH`` and ``TABLE_REACH`` from the robot base (a row ends where the next spot
+    would be too far).
     """
     out = []
     near = container.size[1] / 2 + container.wall + gap
@@ -222,7 +225,7 @@ def _table_poses(items, container, gap: float):
         length, depth = (item.size[1], item.size[0]) if turn else (item.size[0], item.size[1])
         far = math.hypot(x[side] + length / 2, row_y[side] + max(row_depth[side], depth) / 2)
         if x[side] > TABLE_X0 and (x[side] + length > 0.80 or far > TABLE_REACH):
-            row_y[side] += row_depth[side] + 0.04
+            row_y[side] += row_depth[side] + row_gap
             x[side], row_depth[side] = TABLE_X0, 0.0
         row_depth[side] = max(row_depth[side], depth)
         cy = side * (row_y[side] + depth / 2)

@@ -661,3 +661,19 @@ def test_cli_verify_rejects_bad_step_positions(workdir, position):
     code, _, err = run_cli(["verify", str(scene), str(plan)])
     lines = err.strip("\n").split("\n")
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+
+
+@pytest.mark.parametrize("line", [{"approach_distance": "0.1"}, {"retreat_distance": -0.1},
+                                  {"approach_distance": float("inf")}, {"approach": [0, 0, 0]},
+                                  {"approach": [0, -1]}, {"approach": [0, 0, True]}],
+                         ids=["text", "negative", "inf", "zero", "short", "bool"])
+def test_cli_verify_rejects_bad_step_approach_lines(workdir, line):
+    scene = workdir / "ok.yaml"
+    scene.write_text("container: {size: [.4,.3,.2]}\nobjects:\n"
+                     "  - {id: a, size: [.06,.06,.06], pose: [0.3, 0.2, 0.03, 0]}\n"
+                     "  - {id: b, size: [.06,.06,.06], pose: [0.3, -0.2, 0.03, 0]}\n")
+    plan = workdir / "line.json"
+    plan.write_text(json.dumps({**PLAN, "steps": [{**PLAN["steps"][0], **line}]}))
+    code, _, err = run_cli(["verify", str(scene), str(plan)])
+    lines = err.strip("\n").split("\n")
+    assert code == 2 and len(lines) == 1 and "plan.steps[0]." in lines[0], (code, err)

@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pytest
 
+from robot_packer.bench import generate_cases
+from robot_packer.domains import get_domain
 from robot_packer.problem import Container, Item, PackingProblem, Plan, save_plan, save_scene
 from robot_packer.sim.camera import DepthCamera, look_from, render_scene_cloud
 from robot_packer.sim.cli_verify import run_verify
@@ -109,6 +111,35 @@ def test_a_hand_that_hits_the_container_while_picking_fails_reachability():
     away = near[:1] + (Item("b", [0.12, 0.04, 0.05], [0.45, -0.35, 0.025, 0.0], mass=0.3),)
     clear = verify_plan(problem(items=away), poses)
     assert clear["passed"], reasons(clear)
+
+
+def test_a_hand_that_comes_down_on_a_table_neighbour_fails_reachability():
+    # "b" (5 cm tall, fingers across y) stands 2 cm beside the 10 cm tall "t": the Franka hand,
+    # ~0.105 m either side of the fingers, comes down on t while t is still on the table.
+    # Picked the other way round, t (fingers across x) leaves b clear, and b is then alone.
+    items = (Item("b", [0.12, 0.04, 0.05], [0.45, -0.30, 0.025, 0.0], mass=0.3),
+             Item("t", [0.06, 0.12, 0.10], [0.45, -0.40, 0.05, 0.0], mass=0.3))
+    poses = np.array([[0.08, 0.0, 0.025, 0.0], [-0.10, 0.0, 0.05, 0.0]])
+    result = verify_plan(problem(items=items), poses, order=["b", "t"])
+    assert not result["passed"] and result["reachable"] is False
+    assert re.search(r"picking b the arm \(.*panda_hand.*\) hits t on the table", reasons(result))
+    other_way = verify_plan(problem(items=items), poses, order=["t", "b"])
+    assert other_way["passed"], reasons(other_way)
+
+
+def test_the_generators_table_rows_leave_the_franka_hand_room():
+    # The benchmark's first standard-tier N = 10 problems: with table rows 4 cm apart the hand
+    # came down on a first-row object while picking one behind it in 9 of 10 (TABLE_ROW_GAP).
+    known = {}
+
+    def generate(n, rng):
+        problem, poses = get_domain("pack3d").generate(n, rng)
+        known[id(problem)] = poses
+        return problem, poses
+
+    for problem in generate_cases(10, 4, 0, generate, lambda problem, k: None)[0]:
+        result = verify_plan(problem, known[id(problem)])
+        assert not re.search(r"picking \S+ the arm", reasons(result)), reasons(result)
 
 
 def test_container_out_of_reach_fails_reachability():

@@ -173,15 +173,20 @@ def test_the_panda_executes_verified_dense_plans_near_its_base_and_far_in_front(
     assert report.steps_done == objects
 
 
-def test_the_panda_stops_rather_than_carry_a_box_through_the_wall():
-    # Dense bench problem n10_000: its fifth box must go in far in front, where the arm reaches
-    # neither the transit height nor a height at which the box would clear the container's wall
-    # (forced through, it knocks a placed box out). The executor stops at that step and says so.
+def test_a_box_the_arm_cannot_lift_over_the_wall_fails_verification_and_execution_stops():
+    # Dense bench problem n10_000: its fifth box (o9) must go in far in front, where the arm
+    # cannot hold it above the container's wall (forced through, it knocks a placed box out).
+    # Verification refuses the plan and names the place; handed the plan anyway, the executor
+    # stops at that step and says so.
     problem, solution = datagen.generate(10, np.random.default_rng(10100000), datagen.HARD)
     order = C.placement_order(problem, solution)
     plan = Plan("solved", placements={i: p.tolist() for i, p in zip(problem.ids, solution)},
                 steps=planning.make_steps(problem, solution, order))
-    assert pipeline.verify(problem, plan)["passed"]
+    assert plan.steps[4]["object"] == "o9"
+    result = pipeline.verify(problem, plan)
+    assert not result["passed"] and result["reachable"] is False
+    assert any(re.match(r"reachable: placing o9, no Panda IK solution \(suction tool\) with the "
+                        r"arm clear straight above the place", r) for r in result["reasons"])
     report = execute_plan(problem, plan, record=False)
     assert not report.success and report.steps_done == 4
     assert "as high as the arm reaches there, the way is not clear" in report.message

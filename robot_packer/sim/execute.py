@@ -28,7 +28,7 @@ from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
 from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
 from robot_packer.sim.render import render_cell
-from robot_packer.sim.verify import plan_inputs
+from robot_packer.sim.verify import CARRY_CLEARANCE, plan_inputs
 from robot_packer.sim.world import SimSettings, SimWorld
 
 
@@ -44,7 +44,7 @@ class ExecuteSettings:
     joint_speed: float = 1.2       # rad/s of the fastest joint in joint-space moves
     waypoint_step: float = 0.01    # m between IK waypoints on straight lines
     clearance: float = 0.05        # m above rim / other tops while carrying
-    low_clearance: float = 0.01    # m kept on the way when the transit is out of reach (below)
+    low_clearance: float = CARRY_CLEARANCE  # m kept on the way when the transit is out of reach
     path_samples: int = 24         # configurations checked along such a joint-space move
     tool_reach: float = 0.06       # m around the TCP that the empty tool covers (fingers, cup)
     tool_hang: float = 0.01        # m the empty tool reaches below the TCP
@@ -290,9 +290,8 @@ class _Arm:
         bodies = [self.world.container_id] + objects
         lines = []
         for key, (pos, quat) in (("pick", pick), ("place", place)):
-            # as verification: the container at pick, the objects in it too at place
-            lines.append(self.vertical_line(pos, quat, transit,
-                                            bodies if key == "place" else bodies[:1]))
+            # as verification: the arm clear of the container and of every other object
+            lines.append(self.vertical_line(pos, quat, transit, bodies))
             if not lines[-1]:
                 raise SimulationError(f"no IK solution at the {key} pose "
                                       f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")

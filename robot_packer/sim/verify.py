@@ -3,9 +3,11 @@
 ``verify_plan`` places every object at its planned pose, measures the initial interpenetration,
 lets the packing settle (friction 0.6, ``TOL.settle_time_s``), re-checks the exact constraints on
 the settled state, checks gripper clearance in plan order, and checks that a Franka Panda reaches
-every pick and place pose (IK within 1 cm / 5 deg, joint limits) without the arm hitting the
-container or objects already placed. The Panda carries the problem's gripper: its hand and
-fingers for ``parallel``, a suction tool on the flange (no hand) for ``suction``
+every pick and place pose, and holds each object straight above them where it clears the
+container's wall and the step's straight approach line ends (IK within 1 cm / 5 deg, joint
+limits), without the arm hitting the container, the objects already placed or those still on
+the table. The Panda carries the problem's gripper: its hand and fingers
+for ``parallel``, a suction tool on the flange (no hand) for ``suction``
 (:class:`robot_packer.sim.robot.SuctionTool`); the collision check uses the links it carries.
 Physics trouble never escapes as an exception: it fails the verification with a reason. Given a
 ``deadline`` it stops when that passes (checked every 60 settling steps and before each object's
@@ -210,6 +212,20 @@ def _check_step(st, k: int, ids: Sequence[str]) -> None:
                 or not np.all(np.isfinite(quat)) or np.linalg.norm(quat) < 1e-6):
             raise SceneError(f"plan.steps[{k}].{key}: position must be 3 finite numbers and "
                              f"orientation a non-zero quaternion of 4")
+    for key in ("approach_distance", "retreat_distance"):
+        value = st.get(key, 0.0)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or not 0.0 <= value <= 1.0):
+            raise SceneError(f"plan.steps[{k}].{key}: must be a number of metres in [0, 1]")
+    approach = st.get("approach", (0.0, 0.0, -1.0))
+    try:
+        down = np.asarray(approach, float)
+        ok = down.shape == (3,) and bool(np.all(np.isfinite(down))) and not any(
+            isinstance(v, bool) for v in approach) and np.linalg.norm(down) > 1e-6
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise SceneError(f"plan.steps[{k}].approach: must be a non-zero vector of 3 finite numbers")
 
 
 def _exact(problem, poses, order, when: str, reasons: list[str], slack: float = 0.0) -> bool:
@@ -282,6 +298,8 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
     return world.problem.container.from_world(end), ok
 
 
+CARRY_CLEARANCE = 0.01   # m between a carried object's bottom and the container's rim
+
 # Turns of the tool about its own axis that grasp an object equivalently (the box looks the same):
 # a half turn for the parallel gripper, any quarter turn for a suction cup. Tried in this order.
 TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2, -math.pi / 2)}
@@ -290,8 +308,9 @@ TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2,
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
                 arm_collisions: bool = True, deadline: Deadline | None = None,
                 turn_tool: bool = False) -> bool:
-    """IK at every pick and place pose; the arm clear of the container at pick, and of the
-    container and the objects placed before at place.
+    """IK at every pick and place pose, with the arm clear of the container and of every object
+    where it is at that step: the objects placed before at their planned poses, the objects
+    still to be picked at their current (table) poses.
 
     ``turn_tool``: a step whose planned grasp the arm cannot reach clear of the walls is tried
     with the tool turned (:data:`TOOL_TURNS`: the Panda's wrist, 0.15 m above a suction cup, is
@@ -304,29 +323,47 @@ def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons:
     panda = Panda(world.client, world.robot_id)
     problem = world.problem
     turns = TOOL_TURNS[panda.tool] if turn_tool else (None,)
+    planned = world.object_poses()
+    # An object is on the table until its step, then at its planned pose; one without a current
+    # pose is nowhere before its step (its body stays at the planned pose, never an obstacle).
+    waiting = {j for j, item in enumerate(problem.items) if item.pose is not None}
+    for j in waiting:
+        world.set_object_pose(world.object_ids[j], problem.items[j].pose)
     ok = True
     placed: list[int] = []
-    for k, st in enumerate(steps):
-        i = problem.index(st["object"])
-        first_failure = ""
-        for turn in turns:      # the deadline is checked before every object and every turn
-            _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
-            failure = _reach_step(world, panda, st, i, placed, ik, arm_collisions, turn)
-            if not failure:
-                if turn:
-                    _turn_step(st, turn)
-                break
-            first_failure = first_failure or failure
-        else:
-            reasons.append(first_failure)
-            ok = False
-        placed.append(i)
+    try:
+        for k, st in enumerate(steps):
+            i = problem.index(st["object"])
+            waiting.discard(i)
+            first_failure = ""
+            for turn in turns:      # the deadline is checked before every object and every turn
+                _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
+                failure = _reach_step(world, panda, st, i, placed, sorted(waiting), ik,
+                                      arm_collisions, turn)
+                if not failure:
+                    if turn:
+                        _turn_step(st, turn)
+                    break
+                first_failure = first_failure or failure
+            else:
+                reasons.append(first_failure)
+                ok = False
+            placed.append(i)
+            world.set_object_pose(world.object_ids[i], planned[i])
+    finally:
+        world.set_object_poses(planned)
     return ok
 
 
 def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequence[int],
-                ik: IKSettings, arm_collisions: bool, turn: float | None) -> str:
+                waiting: Sequence[int], ik: IKSettings, arm_collisions: bool,
+                turn: float | None) -> str:
     """Why the arm cannot do step ``st`` with the tool turned by ``turn`` rad ('' when it can).
+
+    At the pick and at the place the arm must reach the pose, and hold the object straight above
+    it (:func:`_above`: the end of the step's straight approach line, and high enough to carry
+    the object over the container's wall), clear of the obstacles: the container, the objects
+    ``placed`` before and the objects ``waiting`` on the table.
 
     ``turn=None``: the planned orientation, or its half turn where that has no IK solution. With
     ``arm_collisions`` an IK solution counts only with the arm clear (the next seed, then the
@@ -339,24 +376,45 @@ def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequenc
         pos, quat = st[key]["position"], _unit(st[key]["orientation"])
         flip = turn is None
         quat = quat if flip else turn_about_z(quat, turn)
-        # picking, the container is the obstacle (the table is below); placing, also the
-        # objects placed before
-        obstacles = placed if key == "place" else ()
 
         def clear() -> bool:
-            return not _arm_hits(world, panda, i, obstacles, ik.collision_margin)
+            return not _arm_hits(world, panda, i, placed, waiting, ik.collision_margin)
 
         accept = clear if arm_collisions else None
-        if panda.solve_ik(pos, quat, ik, flip=flip, accept=accept) is not None:
-            continue
-        if accept is None or panda.solve_ik(pos, quat, ik, flip=flip) is None:
-            tool = " (suction tool)" if panda.tool == "suction" else ""
-            return (f"reachable: no Panda IK solution{tool} to {key} {problem.items[i].id} at "
-                    f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+        tool = " (suction tool)" if panda.tool == "suction" else ""
         verb = "placing" if key == "place" else "picking"
-        return (f"reachable: {verb} {problem.ids[i]} the arm "
-                f"{_arm_hits(world, panda, i, obstacles, ik.collision_margin)}")
+        if panda.solve_ik(pos, quat, ik, flip=flip, accept=accept) is None:
+            if accept is None or panda.solve_ik(pos, quat, ik, flip=flip) is None:
+                return (f"reachable: no Panda IK solution{tool} to {key} {problem.ids[i]} at "
+                        f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
+            return (f"reachable: {verb} {problem.ids[i]} the arm "
+                    f"{_arm_hits(world, panda, i, placed, waiting, ik.collision_margin)}")
+        above = _above(problem, st, i, pos)
+        if panda.solve_ik(above, quat, ik, flip=flip, accept=accept) is None:
+            return (f"reachable: {verb} {problem.ids[i]}, no Panda IK solution{tool} with the "
+                    f"arm clear straight above the {key} at ({above[0]:.3f}, {above[1]:.3f}, "
+                    f"{above[2]:.3f}), where the object clears the container's wall and the "
+                    f"straight approach line ends")
     return ""
+
+
+def _above(problem: PackingProblem, st: dict, i: int, pos: Sequence[float]) -> np.ndarray:
+    """Where the TCP holds object i straight above a pick or place pose ``pos`` (its top centre):
+    the end of the step's straight line (:func:`_line_above`), raised to where the object's
+    bottom is ``CARRY_CLEARANCE`` above the container's rim if that is higher."""
+    above = np.asarray(pos, float) + _line_above(st)
+    rim = float(problem.container.pose[2] + problem.container.size[2])
+    above[2] = max(above[2], rim + CARRY_CLEARANCE + float(problem.items[i].size[2]))
+    return above
+
+
+def _line_above(st: dict) -> np.ndarray:
+    """The straight line above a step's pick and place poses, as a vector: against its
+    ``approach`` (default straight down), as long as the longer of ``approach_distance`` and
+    ``retreat_distance`` (0 where the step gives neither)."""
+    length = max(float(st.get("approach_distance", 0.0)), float(st.get("retreat_distance", 0.0)))
+    down = np.asarray(st.get("approach", (0.0, 0.0, -1.0)), float)
+    return -length * down / np.linalg.norm(down)
 
 
 def _turn_step(st: dict, turn: float) -> None:
@@ -367,22 +425,25 @@ def _turn_step(st: dict, turn: float) -> None:
             st[key] = {**st[key], "orientation": [round(float(v), 9) for v in quat]}
 
 
-def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int], margin: float) -> str:
-    """Describe what the arm hits while placing object i ('' when clear).
+def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int],
+              waiting: Sequence[int], margin: float) -> str:
+    """Describe what the arm hits while picking or placing object i ('' when clear).
 
     The arm is at its current joints with the fingers open around object i (a suction Panda has
-    no fingers: its tool cylinder and arm links are checked); obstacles are the container and the
-    objects in ``placed``. Example: ``'(panda_hand) hits container (4.1 mm)'``, or
-    ``'(panda_suction_tool) hits o3 (2.0 mm)'``.
+    no fingers: its tool cylinder and arm links are checked); obstacles are the container, the
+    objects in ``placed`` and those ``waiting`` on the table. Example: ``'(panda_hand) hits
+    container (4.1 mm)'``, or ``'(panda_leftfinger) hits o3 on the table (2.0 mm)'``.
     """
     problem = world.problem
     panda.set_fingers(_opening(problem, i))
-    hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in placed], margin)
+    others = [*placed, *waiting]
+    hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in others], margin)
     panda.set_fingers(0.08)
     if not hits:
         return ""
     names = {world.container_id: "container"}
     names.update({world.object_ids[j]: problem.ids[j] for j in placed})
+    names.update({world.object_ids[j]: f"{problem.ids[j]} on the table" for j in waiting})
     what = sorted({names[b] for b, _, _ in hits})
     links = sorted({panda.link_name(link) for _, link, _ in hits})
     depth = max(-d for _, _, d in hits)

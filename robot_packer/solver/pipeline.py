@@ -156,6 +156,20 @@ def _checked(problem, poses, given_order):
     return order, results
 
 
+def plan_of(problem: PackingProblem, poses: np.ndarray, info: dict | None = None) -> Plan:
+    """The unverified plan that places the objects at ``poses`` (n, 4, container frame, item
+    order): status ``solved`` when every exact constraint holds in
+    :func:`constraints.placement_order`, else ``failed`` naming what is violated (e.g. a
+    generator's known solution, to verify and execute it)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    order, results = _checked(problem, poses, None)
+    info = {"name": "given"} if info is None else info
+    if C.all_satisfied(results):
+        return _plan(problem, "solved", "", info, poses, results, order)
+    return _plan(problem, "failed", "violates: " + C.describe_failures(results), info, poses,
+                 results, order)
+
+
 def _plan(problem, status, message, info, poses, results, order) -> Plan:
     ids = problem.ids
     listed = [r.to_dict() for r in results]
