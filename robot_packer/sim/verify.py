@@ -308,9 +308,9 @@ TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2,
 def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
                 arm_collisions: bool = True, deadline: Deadline | None = None,
                 turn_tool: bool = False) -> bool:
-    """IK at every pick and place pose, with the arm clear of the container and of every object
-    where it is at that step: the objects placed before at their planned poses, the objects
-    still to be picked at their current (table) poses.
+    """IK at every pick and place pose and straight above it (:func:`_reach_step`), with the arm
+    clear of the container and of every object where it is at that step: the objects placed
+    before at their planned poses, the objects still to be picked at their current (table) poses.
 
     ``turn_tool``: a step whose planned grasp the arm cannot reach clear of the walls is tried
     with the tool turned (:data:`TOOL_TURNS`: the Panda's wrist, 0.15 m above a suction cup, is
