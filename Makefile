@@ -30,6 +30,8 @@ bench: venv
 	FIRST=diffusion,heuristic SECOND=rejection,cem,cpsat bash scripts/bench_side_by_side.sh
 	bash scripts/bench_domains.sh
 	TIER=hard OBJECTS=4,6,8,10,12 PROBLEMS=50 SECOND=cpsat OUT=docs/bench/hard bash scripts/bench_side_by_side.sh
+	$(BIN)/python scripts/execute_known.py --tier hard --objects 10,12 --problems 50 --out docs/bench/execute_hard.json
+	$(BIN)/python scripts/execute_known.py --objects 6,8,10 --problems 20 --out docs/bench/execute_standard.json
 
 train: venv
 	bash scripts/train_all.sh

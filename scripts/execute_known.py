@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from robot_packer import datagen
-from robot_packer.bench import generate_cases
+from robot_packer.bench import generate_cases, git_commit
 from robot_packer.domains import get_domain
 from robot_packer.problem import atomic_write
 from robot_packer.sim.execute import execute_plan
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"N = {n}: {summary[n]['verified']} of {len(mine)} verified, "
               f"{summary[n]['executed']} of those executed", flush=True)
     if args.out:
-        meta = {"command": " ".join(sys.argv), "tier": args.tier, "seed": args.seed}
+        meta = {"command": " ".join(sys.argv), "commit": git_commit(), "tier": args.tier,
+                "seed": args.seed, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         atomic_write(args.out, json.dumps({"meta": meta, "summary": summary, "rows": rows},
                                           indent=1) + "\n")
     return 0

@@ -159,3 +159,18 @@ def test_robot_benchmark_problems_are_ones_the_arm_can_carry_out(tmp_path):
     assert seeds == candidates[1:]
     assert sorted(p.name for p in (tmp_path / "scenes").glob("*.yaml")) == [
         "n10_000.yaml", "n10_001.yaml"]
+
+
+def test_execute_known_verifies_and_executes_the_benchmarks_known_solutions(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "execute_known.py"
+    spec = importlib.util.spec_from_file_location("execute_known", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "execute.json"
+    assert script.main(["--objects", "4", "--problems", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["4"] == {"problems": 2, "verified": 2, "executed": 2}
+    assert [row["message"] for row in result["rows"]] == ["all steps executed"] * 2
