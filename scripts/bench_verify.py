@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_packer.bench import git_commit
 from robot_packer.problem import Container, Item, PackingProblem, Plan, atomic_write
 from robot_packer.sim.verify import verify_plan
 
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         "Each call builds a fresh DIRECT world, measures penetration, settles 2 s at 240 Hz "
         "(10 solver iterations), re-checks the exact constraints before and after settling, "
         "checks gripper clearance in plan order, and solves Panda IK at every pick and place "
-        "pose with an arm collision check at place.", "", *sections])
+        "pose and straight above it (where the object clears the container's wall), the arm "
+        "clear of the container, the objects placed before and those still on the table.", "",
+        f"Commit `{git_commit()}`.", "", *sections])
     atomic_write(Path(args.out), text)
     print(text)
     return 0
