@@ -37,7 +37,7 @@ class VerifySettings:
     flyoff: float = 0.5              # m: a centre moving further than this means the sim diverged
     sim: SimSettings = field(default_factory=lambda: SimSettings(solver_iterations=10))
     ik: IKSettings = IKSettings()
-    arm_collisions: bool = True      # reachable also needs the arm clear of walls/placed objects
+    arm_collisions: bool = True      # reachable also needs the arm clear of walls and objects
 
 
 class _OutOfTime(Exception):
