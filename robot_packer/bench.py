@@ -203,14 +203,11 @@ def case_seed(seed: int, n: int, j: int) -> int:
 
 def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
     """The ``cfg.problems`` problems with ``n`` objects (saved as scenes) and their seeds."""
-    from robot_packer import datagen
     from robot_packer.domains import get_domain
     from robot_packer.problem import save_scene
 
-    domain = get_domain(cfg.domain)
-    generate = (partial(datagen.generate, cfg=datagen.HARD) if cfg.tier == "hard"
-                else domain.generate)
-    if domain.reach:
+    generate = candidate_generator(cfg.domain, cfg.tier)
+    if get_domain(cfg.domain).reach:
         generate = partial(robot_solvable, generate)
     scenes = Path(cfg.out) / "scenes"
 
@@ -218,6 +215,17 @@ def make_problems(cfg: BenchConfig, n: int) -> tuple[list, list[int]]:
         save_scene(problem, scenes / f"{case_name(n, k)}.yaml")
 
     return generate_cases(n, cfg.problems, cfg.seed, generate, save)
+
+
+def candidate_generator(domain: str, tier: str):
+    """``(n, rng) -> (problem, known solution)``: where a domain and tier's benchmark problems
+    come from, before :func:`robot_solvable` keeps the robot domain's solvable ones."""
+    from robot_packer import datagen
+    from robot_packer.domains import get_domain
+
+    if tier == "hard":
+        return partial(datagen.generate, cfg=datagen.HARD)
+    return get_domain(domain).generate
 
 
 def robot_solvable(generate, n: int, rng: np.random.Generator):

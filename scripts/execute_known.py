@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from robot_packer import datagen
-from robot_packer.bench import generate_cases, git_commit
-from robot_packer.domains import get_domain
+from robot_packer.bench import candidate_generator, generate_cases, git_commit
 from robot_packer.problem import atomic_write
 from robot_packer.sim.execute import execute_plan
 from robot_packer.solver import pipeline
@@ -34,11 +32,7 @@ from robot_packer.solver import pipeline
 def known_problems(tier: str, n: int, count: int, seed: int) -> list:
     """The benchmark's first ``count`` candidate problems with ``n`` objects and their known
     solutions."""
-    if tier == "hard":
-        def generate(k, rng):
-            return datagen.generate(k, rng, datagen.HARD)
-    else:
-        generate = get_domain("pack3d").generate
+    generate = candidate_generator("pack3d", tier)
     solutions: dict[int, object] = {}
 
     def keep(k, rng):

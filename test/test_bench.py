@@ -150,12 +150,10 @@ def test_robot_benchmark_problems_are_ones_the_arm_can_carry_out(tmp_path):
     # The dense tier's first N = 10 candidate puts a box far in front, where the arm cannot hold
     # it above the container's wall: its known solution fails verification, so the benchmark
     # takes the next candidate instead; every kept scene is saved.
-    from robot_packer import datagen
-
     cfg = bench.BenchConfig(out=str(tmp_path), tier="hard", objects=(10,), problems=2)
     problems, seeds = bench.make_problems(cfg, 10)
-    candidates = bench.generate_cases(10, 3, 0, lambda n, rng: datagen.generate(
-        n, rng, datagen.HARD), lambda problem, k: None)[1]
+    candidates = bench.generate_cases(10, 3, 0, bench.candidate_generator("pack3d", "hard"),
+                                      lambda problem, k: None)[1]
     assert seeds == candidates[1:]
     assert sorted(p.name for p in (tmp_path / "scenes").glob("*.yaml")) == [
         "n10_000.yaml", "n10_001.yaml"]
