@@ -218,6 +218,9 @@ class PackerNode(Node):
             self._stop = True
             self._cv.notify()
         self._worker.join(timeout=5.0)
+        close = getattr(self.solver, "close", None)     # the portfolio's worker processes
+        if close is not None:
+            close()
 
 
 def main(args=None) -> int:

@@ -83,7 +83,7 @@ def step_seconds(name: str, solver, problem: PackingProblem, config: SolverConfi
     """Wall time of one unit of the solver's loop on ``problem`` (see the module docstring)."""
     if name == "portfolio":
         return max(step_seconds(n, m, problem, replace(config, solver=n))
-                   for n, m in solver.members.items())
+                   for n, m in solver.items())      # copies of the members (see warm_runs)
     rng = np.random.default_rng(0)
     if name in ("rejection", "heuristic"):
         from robot_packer.solver.heuristic import base_orders
@@ -170,9 +170,12 @@ def warm_runs(solver_name: str, cases: list[dict], budgets: list[float],
     solver = make_solver(config)
     built = time.monotonic() - t0
     solve(cases[0]["problem"], replace(config, time_budget_s=1.0), solver)   # warm-up, discarded
+    # the portfolio's members run in its worker processes: time copies of them here
+    timed = ({n: make_solver(replace(config, solver=n)) for n in solver.members}
+             if solver_name == "portfolio" else solver)
     rows = []
     for case in cases:
-        step = step_seconds(solver_name, solver, case["problem"], config)
+        step = step_seconds(solver_name, timed, case["problem"], config)
         for b in budgets:
             row = run_one(case["problem"], replace(config, time_budget_s=b, seed=case["seed"]),
                           solver, step)

@@ -2,7 +2,7 @@
 # The side-by-side benchmark of docs/benchmarks.md: every solver on the same generated pack3d
 # problems, 2 s budget (BUDGET), PyBullet verification on, one torch thread per process.
 # Two single-threaded parts run at once (one per core: diffusion+heuristic, rejection+cem), then
-# the portfolio alone (it races its members in two threads); the parts are then merged.
+# the portfolio alone (it races its members, a worker process each); the parts are then merged.
 # Usage: scripts/bench_side_by_side.sh   (env: PROBLEMS=20, OBJECTS=3,4,5,6,8,10, TIER=standard,
 #        BUDGET=2.0 (seconds per solve),
 #        FIRST=diffusion,heuristic, SECOND=rejection,cem — the two parallel parts' solvers)

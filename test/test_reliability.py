@@ -327,44 +327,6 @@ def test_timed_out_solver_yields_its_best_candidate_flagged_timeout(clocked):
     assert sum(c["violation"] for c in plan.constraints) == pytest.approx(best_total, abs=1e-6)
 
 
-def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypatch):
-    """A member still running at the deadline is waited for at most ``MEMBER_GRACE_SHARE`` of
-    the budget (capped at ``MEMBER_GRACE_S``): a 0.5 s budget is no longer stretched by 0.5 s."""
-    import threading
-
-    from robot_packer.solver import portfolio
-
-    release = threading.Event()
-
-    class Late:
-        def __init__(self, config):
-            pass
-
-        def propose(self, problem, config, deadline):
-            release.wait(10.0)
-            raise RuntimeError("late member: its result must not be waited for")
-
-    monkeypatch.setitem(SOLVERS, "late", Late)
-    waited = []
-    real_wait = portfolio.wait
-
-    def recording_wait(fs, timeout=None, return_when=None):
-        waited.append(timeout)
-        return real_wait(fs, timeout=0.0, return_when=return_when)   # no real waiting
-
-    monkeypatch.setattr(portfolio, "wait", recording_wait)
-    problem = unsolvable_but_not_provably()
-    for budget, grace in ((0.5, 0.05), (20.0, portfolio.MEMBER_GRACE_S)):
-        waited.clear()
-        config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=budget,
-                              options={"members": ["late"]})
-        cands = portfolio.PortfolioSolver(config).propose(problem, config,
-                                                          Deadline(time.monotonic()))
-        assert cands.poses.shape[0] == 0 and cands.timed_out
-        assert len(waited) == 1 and 0.0 <= waited[0] <= grace
-    release.set()
-
-
 # ----------------------------------------------------------------------------- model files
 
 

@@ -27,8 +27,8 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
     """Solve ``problem`` within ``config.time_budget_s``; never raises for an unsolvable problem.
 
     Pass a ready ``solver`` (from :func:`make_solver`) to reuse loaded models across solves. A
-    solver with a ``race`` method (the portfolio) runs :func:`search` once per member, at once,
-    and returns the first verified plan.
+    solver with a ``race`` method (the portfolio) runs :func:`search` once per member, at once
+    (a worker process each), and returns the first verified plan.
     """
     start = time.monotonic()
     deadline = Deadline(start + config.time_budget_s, time.monotonic)  # this module's clock
@@ -42,8 +42,7 @@ def solve(problem: PackingProblem, config: SolverConfig = SolverConfig(),
     if race is None:
         plan = search(problem, config, solver, deadline, info)
     else:
-        answer = race(config, deadline,
-                      lambda member, cfg, dl: search(problem, cfg, member, dl, info))
+        answer = race(problem, config, deadline, info)
         if answer is None:
             plan = Plan("timeout", "no member of the portfolio answered within the time budget",
                         solver=info)

@@ -1,31 +1,24 @@
 """``portfolio``: several solvers race within one time budget; the first verified plan wins.
 
 Members (``config.options["members"]``, default diffusion + heuristic, + cpsat when installed)
-run in threads — torch kernels and OR-Tools release the GIL, so on two cores the diffusion
-sampler and a Python heuristic genuinely overlap. With more members than cores, the
-``FIRST_CLASS`` member (cpsat: a complete search, fast when it answers) keeps a core: the other
-members' threads run at niceness ``NICE`` and share the rest (dense tier, N = 12, 30 problems,
-2 cores: the portfolio 21/30 -> 24/30, level with cpsat alone).
+each run in a **worker process of their own**, started once when the portfolio is built (the
+models load there) and reused by every solve. A process per member, not a thread: the members'
+proposals, exact checks and PyBullet verifications are mostly Python, and in threads they
+queued for one interpreter lock (measured on the thread design this replaced: the diffusion
+member's first proposal 3-5x slower than alone while the others verified, and CP-SAT — alone
+1.5 s on a dense N = 12 problem — missing a 2 s budget in the race).
 
-:meth:`PortfolioSolver.race` (what :func:`robot_packer.solver.pipeline.solve` runs) gives every
-member the pipeline's whole search — propose, exact check, PyBullet verification, and a new
-proposal round with another seed when its exact plan fails verification — and returns the first
-plan that verifies (without verification: the first exact one). That plan stops the other
-members through their shared :class:`~robot_packer.deadline.Deadline` (they end within one
-of their steps; the race waits for them at most the grace below, so that no member goes on
-taking CPU from the next solve). So a member that answers early (cpsat) but whose plan the arm
-cannot reach proposes again while the others search, instead of waiting for them to use the
-budget. When no plan verifies, the best answer wins: an exact plan first, then the lowest total
-violation, ties in the members' order.
+:meth:`PortfolioSolver.race` (what :func:`robot_packer.solver.pipeline.solve` runs) has every
+worker run the pipeline's whole search (:func:`~robot_packer.solver.pipeline.search`: propose,
+exact check, PyBullet verification, a new proposal round with another seed when the plan fails
+verification) and returns the first plan that verifies (without verification: the first exact
+one). It then stops the other workers' searches (their :class:`~robot_packer.deadline.Deadline`
+is stopped through a shared counter; CP-SAT is interrupted with ``stop_search``), so that none
+goes on taking CPU from the next solve. When no plan verifies, the best answer wins: an exact
+plan first, then the lowest total violation, ties in the members' order.
 
-The members share one interpreter, and a PyBullet verification or a proposal round holds the
-GIL that a member still on its first proposal needs (measured on the standard tier: the
-diffusion member's first proposal 3-5x slower than alone while the others verified and
-re-proposed; the race lost 4 of 50 problems at N = 10 that diffusion alone solves). So, with
-verification on, an answer is held until every member has answered once or the patience
-(``PATIENCE_SHARE`` of the budget, at most ``PATIENCE_MAX_S``) is spent; first answers are then
-verified one at a time in the members' order, and later proposal rounds run one member at a
-time, on a crowded machine at niceness ``RETRY_NICE`` (:class:`_Turns`).
+With more members than cores, the ``FIRST_CLASS`` members (cpsat: a complete search, fast when
+it answers) keep a core and the other workers run at niceness ``NICE``.
 
 :meth:`PortfolioSolver.propose` (the :class:`~robot_packer.solver.base.Solver` protocol: no
 verification) runs every member's proposal to its end and merges their candidates (in the
@@ -33,41 +26,56 @@ members' order, so equal violations rank the same way whichever member answered 
 
 Members honour the deadline themselves, up to one of their steps late; the race waits for a late
 one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on
-without its answer (its thread finishes in the background).
+without its answer (the worker finishes that search, stopped, before it takes the next job; one
+still busy ``HUNG_S`` after its job's deadline is killed and started again). A member that
+raises ends the race with its error; a worker that dies (a crash in native code) is started
+again for the next solve, and the race goes on with the others.
+
+Workers are forked where the start method exists and nothing has put the members on CUDA (a
+forked child inherits the registry, e.g. a solver registered by a script, and starts in
+milliseconds); with CUDA they are spawned (CUDA cannot be used in a forked child). Jobs and
+replies cross a private pipe between the portfolio's own processes (``multiprocessing``
+serializes them); nothing from outside is read from it.
 """
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing as mp
 import os
+import signal
 import threading
 import time
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
+import traceback
+import weakref
 from dataclasses import replace
-from typing import Callable
+from multiprocessing.connection import wait as wait_for_replies
 
 import numpy as np
 
 from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan
-from robot_packer.solver.base import SOLVERS, Candidates, SolverConfig, ranked, register_solver
-
-# one member's whole search: (member solver, its config, deadline) -> plan (pipeline.search)
-Search = Callable[[object, SolverConfig, Deadline], Plan]
+from robot_packer.solver.base import (SOLVERS, Candidates, SolverConfig, ranked, register_solver,
+                                      resolve_device)
 
 DEFAULT_MEMBERS = ("diffusion", "heuristic", "cpsat")
 MEMBER_GRACE_S = 0.5      # members honour the deadline themselves, up to one step late; the race
 MEMBER_GRACE_SHARE = 0.1  # waits that long for them, but never more than this share of the budget
-FIRST_CLASS = ("cpsat",)  # with fewer cores than members these keep their core; the others
-NICE = 10                 # share the rest at this niceness (their threads only, for the race)
-RETRY_NICE = 19           # a crowded race's later proposal rounds (after a failed verification)
-PATIENCE_SHARE = 0.3      # a member's first answer waits for the others' at most this share of
-PATIENCE_MAX_S = 0.6      # the budget from the race's start, and at most this long
+FIRST_CLASS = ("cpsat",)  # with fewer cores than members these keep their core; the other
+NICE = 10                 # workers run at this niceness
+START_TIMEOUT_S = 300.0   # a worker builds its member (loads its model) within this
+HUNG_S = 10.0             # a worker still busy this long after its job's deadline is restarted
+STOP_POLL_S = 0.01        # how often a worker looks whether its job was stopped
+CLOSE_WAIT_S = 1.0        # a closed worker ends within this (its job stopped), else is killed
+
+log = logging.getLogger(__name__)
 
 
 @register_solver("portfolio")
 class PortfolioSolver:
-    """Runs member solvers (each loaded once, here) together: :meth:`race` for the pipeline,
-    :meth:`propose` for merged candidates."""
+    """Starts one worker process per member (each builds its solver once, there): :meth:`race`
+    for the pipeline, :meth:`propose` for merged candidates; :meth:`close` ends the workers
+    (also done when the portfolio is garbage-collected and at interpreter exit)."""
 
     def __init__(self, config: SolverConfig) -> None:
         names = config.options.get("members")
@@ -77,166 +85,273 @@ class PortfolioSolver:
         if unknown or not names:
             raise ValueError(f"portfolio members: unknown {unknown or names!r} "
                              f"(allowed: {', '.join(sorted(set(SOLVERS) - {'portfolio'}))})")
-        self.members = {}
         shared = {k: v for k, v in config.options.items() if k != "members"}  # e.g. domain
-        for n in names:
+        method = start_method(config)
+        workers = {n: _Worker(n, replace(config, solver=n, options=shared), method)
+                   for n in names}
+        self.workers: dict[str, _Worker] = {}
+        self._finalizer = weakref.finalize(self, _close_all, list(workers.values()))
+        for n, worker in workers.items():
             try:
-                self.members[n] = SOLVERS[n](replace(config, solver=n, options=shared))
+                worker.wait_ready()
             except ValueError:
+                worker.close()
                 if explicit or n != "cpsat":   # only the optional extra may be missing silently
+                    self.close()
                     raise
-        # members that yield their CPU to the first-class ones (more members than cores)
-        self.crowded = (len(self.members) > (os.cpu_count() or 1)
-                        and any(n in FIRST_CLASS for n in self.members))
-        self.yields = {n: self.crowded and n not in FIRST_CLASS for n in self.members}
+            else:
+                self.workers[n] = worker
+        crowded = (len(self.workers) > (os.cpu_count() or 1)
+                   and any(n in FIRST_CLASS for n in self.workers))
+        for n, worker in self.workers.items():
+            worker.nice = NICE if crowded and n not in FIRST_CLASS else 0
+            worker.send_nice()
 
-    def race(self, config: SolverConfig, deadline: Deadline,
-             search: Search) -> tuple[str, Plan] | None:
-        """Every member's ``search`` at once; the first verified plan (without verification: the
-        first exact one) stops the others and wins, else the best answer (module docstring).
-        Returns (member, plan), or None when no member answered in time."""
-        grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
-        members_end = Deadline(deadline.at, deadline.clock)   # stopped by the winner or caller
-        patience = (min(PATIENCE_SHARE * config.time_budget_s, PATIENCE_MAX_S)
-                    if config.verify else 0.0)          # nothing to verify: no reason to wait
-        turns = _Turns(len(self.members), time.monotonic() + patience)
-        futures = {self._start(n, _member_search, search, _Member(m, k, turns, self.crowded),
-                               replace(config, solver=n), members_end): n
-                   for k, (n, m) in enumerate(self.members.items())}
-        answers: dict[str, Plan] = {}
-        pending, winner = set(futures), None
-        try:
-            with deadline.on_stop(members_end.stop):
-                while pending and winner is None:
-                    done, pending = wait(pending, timeout=max(deadline.left() + grace, 0.0),
-                                         return_when=FIRST_COMPLETED)
-                    if not done:                # late members: go on without them
-                        break
-                    for fut in done:
-                        answers[futures[fut]] = plan = fut.result()   # a member's error raises
-                        if winner is None and _wins(plan, config.verify):
-                            winner = futures[fut]
-        finally:
-            members_end.stop()
-        if winner is not None:
-            wait(pending, timeout=grace)        # stopped members end within one of their steps
-            return winner, answers[winner]
-        ranked_names = sorted((n for n in self.members if n in answers),
+    @property
+    def members(self) -> list[str]:
+        """The members that run, in the members' order (cpsat left out when not installed)."""
+        return list(self.workers)
+
+    def race(self, problem: PackingProblem, config: SolverConfig, deadline: Deadline,
+             info: dict) -> tuple[str, Plan] | None:
+        """Every member's whole search at once; the first verified plan (without verification:
+        the first exact one) stops the others and wins, else the best answer (module docstring).
+        ``info``: the plan's solver block. Returns (member, plan), or None when no member
+        answered in time."""
+        answers = self._run("search", problem, config, deadline,
+                            lambda plan: _wins(plan, config.verify), info)
+        winners = [n for n, plan in answers.items() if _wins(plan, config.verify)]
+        if winners:
+            return winners[0], answers[winners[0]]
+        ranked_names = sorted((n for n in self.workers if n in answers),
                               key=lambda n: _shortfall(answers[n]))   # stable: members' order
         return (ranked_names[0], answers[ranked_names[0]]) if ranked_names else None
 
     def propose(self, problem: PackingProblem, config: SolverConfig,
                 deadline: Deadline) -> Candidates:
+        answers = self._run("propose", problem, config, deadline, lambda _: False, None)
+        # late members are dropped; the others in the members' order, not the race's: equal
+        # violations rank the same way in every run
+        ordered = [answers[n] for n in self.workers if n in answers]
+        return _merge(ordered, len(problem.items), timed_out=deadline.passed())
+
+    def close(self) -> None:
+        """End every worker process (idempotent)."""
+        self._finalizer()
+
+    def _run(self, kind: str, problem: PackingProblem, config: SolverConfig, deadline: Deadline,
+             wins, info: dict | None) -> dict[str, object]:
+        """Give every worker the job; collect answers until one ``wins`` (the others are then
+        stopped and dropped), every worker has answered, or the deadline and its grace have
+        passed. A member's error stops the others and is raised here."""
         grace = min(MEMBER_GRACE_S, MEMBER_GRACE_SHARE * config.time_budget_s)
-        futures = [self._start(n, m.propose, problem, replace(config, solver=n), deadline)
-                   for n, m in self.members.items()]
-        done, _ = wait(futures, timeout=max(deadline.at - time.monotonic() + grace, 0.0),
-                       return_when=ALL_COMPLETED)
-        # late members finish in the background, their answers dropped; the others in the
-        # members' order, not the race's: equal violations rank the same way in every run
-        ordered = [fut.result() for fut in futures if fut in done]
-        return _merge(ordered, timed_out=deadline.passed())
+        jobs = {}
+        for n, worker in self.workers.items():
+            worker.ensure_alive()
+            jobs[n] = worker.start(kind, problem, replace(config, solver=n), deadline.at, info)
+        answers: dict[str, object] = {}
+        pending = dict(jobs)
 
-    def _start(self, name: str, fn: Callable, *args) -> Future:
-        """``fn(*args)`` in a fresh thread for member ``name`` (a fresh thread each: niceness
-        stays with it); its result or error lands in the returned future."""
-        fut: Future = Future()
-        threading.Thread(target=_run, name=f"portfolio-{name}",
-                         args=(fut, fn, args, self.yields[name])).start()
-        return fut
+        def stop_all() -> None:
+            for n, job in jobs.items():
+                self.workers[n].stop(job)
 
-
-class _Turns:
-    """Who may do GIL-heavy work in the race after answering. A member that has answered holds
-    its answer until every member has answered once or ``patience_at`` has passed; then the
-    first answers are verified one at a time, the lowest-ranked (members' order) waiting member
-    first; later proposal rounds also run one member at a time."""
-
-    def __init__(self, members: int, patience_at: float) -> None:
-        self.left, self.patience_at = members, patience_at
-        self.all_answered = threading.Event()
-        self.cond = threading.Condition()
-        self.waiting: set[int] = set()
-        self.holder: int | None = None
-        self.retrying = threading.Lock()
-
-    def first_answer(self, rank: int, deadline: Deadline) -> None:
-        """Member ``rank`` has answered: returns when it may verify its answer (or when
-        ``deadline`` has passed or was stopped; polled)."""
-        with self.cond:
-            self.left -= 1
-            self.waiting.add(rank)
-            if self.left <= 0:
-                self.all_answered.set()
-        while not self.all_answered.is_set() and not deadline.passed():
-            left = min(self.patience_at, deadline.at) - time.monotonic()
-            if left <= 0:
-                break
-            self.all_answered.wait(min(left, 0.01))
-        with self.cond:
-            while not deadline.passed() and (self.holder is not None
-                                             or min(self.waiting) != rank):
-                self.cond.wait(0.01)
-            self.waiting.discard(rank)
-            if self.holder is None:
-                self.holder = rank
-            self.cond.notify_all()
-
-    def verified(self, rank: int) -> None:
-        """Member ``rank`` is done verifying its first answer (it proposes again or ends)."""
-        with self.cond:
-            if self.holder == rank:
-                self.holder = None
-                self.cond.notify_all()
-
-
-class _Member:
-    """A member as the race's search sees it (see :class:`_Turns`): its first answer is handed
-    to the search (which verifies it) when its turn comes; its later rounds (a new seed after a
-    failed verification) run one member at a time, at niceness ``RETRY_NICE`` when
-    ``crowded``."""
-
-    def __init__(self, member, rank: int, turns: _Turns, crowded: bool) -> None:
-        self.member, self.rank, self.turns, self.crowded = member, rank, turns, crowded
-        self.rounds = 0
-
-    def propose(self, problem: PackingProblem, config: SolverConfig,
-                deadline: Deadline) -> Candidates:
-        self.rounds += 1
-        if self.rounds == 1:
-            out = self.member.propose(problem, config, deadline)
-            self.turns.first_answer(self.rank, deadline)
-            return out
-        self.turns.verified(self.rank)
-        if self.rounds == 2 and self.crowded:
-            _lower_priority(RETRY_NICE)
-        with self.turns.retrying:
-            return self.member.propose(problem, config, deadline)
-
-
-def _member_search(search: Search, member: _Member, config: SolverConfig,
-                   deadline: Deadline) -> Plan:
-    """One member's whole search; a winning plan stops the race's other members at once (before
-    this member gives up its turn, so that no other answer starts verifying), and the turn is
-    given up however the search ends."""
-    try:
-        plan = search(member, config, deadline)
-        if _wins(plan, config.verify):
-            deadline.stop()
-        return plan
-    finally:
-        member.turns.verified(member.rank)
-
-
-def _lower_priority(nice: int) -> None:
-    """This thread's niceness to ``nice``, unless it already is nicer (Linux schedules threads by
-    their own niceness; a process started with ``nice -n 15`` stays at 15)."""
-    if hasattr(os, "setpriority"):
-        tid = threading.get_native_id()
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-        except OSError:
+            with deadline.on_stop(stop_all):
+                while pending:
+                    left = deadline.left() + grace if not deadline.stopped else grace
+                    ready = wait_for_replies([self.workers[n].conn for n in pending],
+                                             timeout=max(left, 0.0))
+                    if not ready:                # late members: go on without them
+                        break
+                    for n in [n for n in pending if self.workers[n].conn in ready]:
+                        done, answer = self.workers[n].reply(pending[n])
+                        if not done:
+                            continue
+                        del pending[n]
+                        if answer is not None:
+                            answers[n] = answer
+                            if wins(answer):
+                                return {n: answer}
+        finally:
+            stop_all()                           # whatever still runs
+        return answers
+
+
+def start_method(config: SolverConfig) -> str:
+    """``fork`` (the child inherits the solver registry and starts at once) unless the members
+    may use CUDA, which a forked child cannot; then ``spawn``."""
+    if "fork" not in mp.get_all_start_methods():
+        return "spawn"
+    return "spawn" if resolve_device(config.device).type == "cuda" else "fork"
+
+
+class _Worker:
+    """One member's worker process and the parent's end of its pipe. Jobs are numbered; the
+    worker stops job ``k`` once the shared ``stop_upto`` reaches ``k``; replies to older jobs
+    (a late member's stopped search) are dropped."""
+
+    def __init__(self, name: str, config: SolverConfig, method: str) -> None:
+        self.name, self.config, self.method = name, config, method
+        self.nice, self.jobs, self.busy_until = 0, 0, None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        ctx = mp.get_context(self.method)
+        self.conn, child = ctx.Pipe()
+        self.stop_upto = ctx.RawValue("q", 0)
+        self.proc = ctx.Process(target=_serve, name=f"portfolio-{self.name}",
+                                args=(self.name, self.config, child, self.stop_upto),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        self.jobs, self.busy_until = 0, None
+
+    def wait_ready(self) -> None:
+        """Block until the member is built; its construction error (e.g. cpsat without OR-Tools:
+        ``ValueError``) is raised here."""
+        if not self.conn.poll(START_TIMEOUT_S):
+            raise RuntimeError(f"portfolio member {self.name}: its worker did not start within "
+                               f"{START_TIMEOUT_S:.0f} s")
+        status, payload = self.conn.recv()
+        if status == "error":
+            raise payload
+
+    def send_nice(self) -> None:
+        self.conn.send(("nice", self.nice))
+
+    def ensure_alive(self) -> None:
+        """Start the worker again if it died, or if it is still busy ``HUNG_S`` after the
+        deadline of a job the race gave up on."""
+        hung = self.busy_until is not None and time.monotonic() > self.busy_until + HUNG_S
+        if self.proc.is_alive() and not hung:
+            return
+        log.warning("portfolio member %s: worker %s; starting it again", self.name,
+                    "hung" if self.proc.is_alive() else f"died (exit {self.proc.exitcode})")
+        self._kill()
+        self._spawn()
+        self.wait_ready()
+        self.send_nice()
+
+    def start(self, kind: str, problem: PackingProblem, config: SolverConfig, at: float,
+              info: dict | None) -> int:
+        self.jobs += 1
+        self.conn.send(("job", self.jobs, kind, problem, config, at, info))
+        self.busy_until = at
+        return self.jobs
+
+    def stop(self, job: int) -> None:
+        self.stop_upto.value = max(self.stop_upto.value, job)
+
+    def reply(self, job: int) -> tuple[bool, object]:
+        """Read one reply: (whether it answers ``job``, its answer). A reply to an older job is
+        dropped; a dead worker answers nothing; a member's error is raised."""
+        try:
+            status, (answered, payload) = self.conn.recv()
+        except (EOFError, OSError):
+            log.warning("portfolio member %s: worker died (exit %s)", self.name,
+                        self.proc.exitcode)
+            return True, None
+        if answered != job:
+            return False, None
+        self.busy_until = None
+        if status == "error":
+            raise payload
+        return True, payload
+
+    def _kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5.0)
+        self.conn.close()
+
+    def close(self) -> None:
+        """Stop its job, ask it to end, kill it if it has not within ``CLOSE_WAIT_S``."""
+        self.stop(self.jobs)
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
             pass
+        self.proc.join(timeout=CLOSE_WAIT_S)
+        self._kill()
+
+
+def _close_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.close()
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+def _serve(name: str, config: SolverConfig, conn, stop_upto) -> None:
+    """A worker process: build the member, say so, then answer jobs until told to end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent ends us (Ctrl-C goes to the group)
+    from robot_packer.solver import pipeline
+    from robot_packer.solver.base import make_solver
+
+    try:
+        member = make_solver(config)
+    except BaseException as exc:
+        conn.send(("error", _portable(exc, name)))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        if message[0] == "nice":
+            if message[1] and hasattr(os, "setpriority"):
+                os.setpriority(os.PRIO_PROCESS, 0, max(message[1], os.getpriority(
+                    os.PRIO_PROCESS, 0)))
+            continue
+        _, job, kind, problem, job_config, at, info = message
+        deadline = Deadline(at, time.monotonic)   # CLOCK_MONOTONIC: the parent's clock too
+        finished = threading.Event()
+        threading.Thread(target=_watch_stop, args=(stop_upto, job, deadline, finished),
+                         daemon=True).start()
+        try:
+            if kind == "search":
+                answer = pipeline.search(problem, job_config, member, deadline, info)
+            else:
+                answer = member.propose(problem, job_config, deadline)
+            reply = ("ok", (job, answer))
+        except BaseException as exc:
+            reply = ("error", (job, _portable(exc, name)))
+        finally:
+            finished.set()
+        try:
+            conn.send(reply)
+        except Exception as exc:    # an error whose arguments cannot cross the pipe
+            conn.send(("error", (job, _portable(RuntimeError(str(reply[1][1])), name))))
+            log.debug("portfolio member %s: reply not sendable (%s)", name, exc)
+
+
+def _watch_stop(stop_upto, job: int, deadline: Deadline, finished: threading.Event) -> None:
+    """Stop ``deadline`` once the parent stops ``job`` (until the job is finished)."""
+    while not finished.wait(STOP_POLL_S):
+        if stop_upto.value >= job:
+            deadline.stop()
+            return
+
+
+def _portable(exc: BaseException, name: str) -> BaseException:
+    """``exc`` as it can cross to the parent: the same type when it can be rebuilt from its
+    arguments, else a RuntimeError with its text; with a note naming the member and the
+    worker's traceback."""
+    note = f"in portfolio member {name}'s worker:\n" + "".join(traceback.format_exception(exc))
+    try:
+        portable = type(exc)(*exc.args)
+    except Exception:
+        portable = RuntimeError(f"{type(exc).__name__}: {exc}")
+    portable.add_note(note)
+    return portable
+
+
+# ----------------------------------------------------------------------------- ranking
 
 
 def _wins(plan: Plan, verify: bool) -> bool:
@@ -251,22 +366,10 @@ def _shortfall(plan: Plan) -> tuple[bool, float]:
     return plan.status != "solved", total
 
 
-def _run(future: Future, fn: Callable, args: tuple, yield_cpu: bool) -> None:
-    """``fn(*args)`` into ``future``, in its own thread; ``yield_cpu`` lowers that thread's
-    priority (Linux schedules threads by their own niceness)."""
-    if yield_cpu:
-        _lower_priority(NICE)
-    try:
-        future.set_result(fn(*args))
-    except BaseException as exc:      # re-raised in the caller by future.result()
-        future.set_exception(exc)
-
-
-def _merge(results: list[Candidates], timed_out: bool) -> Candidates:
+def _merge(results: list[Candidates], n: int, timed_out: bool) -> Candidates:
     samples = sum(r.samples for r in results)
     usable = [r for r in results if r.poses.shape[0]]
     if not usable:
-        n = results[0].poses.shape[1] if results else 0
         return Candidates(np.zeros((0, n, 4)), np.zeros(0), samples, timed_out)
     poses = np.concatenate([r.poses for r in usable])
     violations = np.concatenate([r.violations for r in usable])
