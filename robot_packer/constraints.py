@@ -380,18 +380,25 @@ def supporters(problem: PackingProblem, poses: np.ndarray, i: int) -> list[int]:
     return [int(j) for j in np.flatnonzero(support_matrix(problem, poses)[i])]
 
 
-def placement_order(problem: PackingProblem, poses: np.ndarray) -> list[int]:
+def placement_order(problem: PackingProblem, poses: np.ndarray,
+                    first: np.ndarray | None = None) -> list[int]:
     """Placing order: a topological sort of the precedences "j before i when i rests on j" and
     "i before j when the fingers placing i would hit j", lowest top first (then the larger
     footprint) among the ready. When the finger precedences form a cycle (no order keeps every
-    finger clear) the rest follows the supports only, lowest top first."""
+    finger clear) the rest follows the supports only, lowest top first.
+
+    ``first`` (n, n) bool adds precedences (``[a, b]``: a before b), kept like the finger ones
+    (e.g. a table neighbour the hand hits while picking b is picked first)."""
     poses = np.asarray(poses, dtype=np.float64)
     rest = support_matrix(problem, poses)
     _, hits = _finger_tables(problem, poses)
     tops = np.round(poses[:, 2] + problem.sizes[:, 2] / 2, 3)
     area = problem.sizes[:, 0] * problem.sizes[:, 1]
     key = [(tops[i], -area[i], i) for i in range(len(poses))]
-    order, _ = topological_order((hits > 0.0) | rest.T, key, fallback=rest.T)
+    before = (hits > 0.0) | rest.T
+    if first is not None:
+        before = before | np.asarray(first, dtype=bool)
+    order, _ = topological_order(before, key, fallback=rest.T)
     return order
 
 

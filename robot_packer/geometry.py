@@ -179,7 +179,7 @@ HAND_ABOVE_TCP = 0.036
 # The arm above a suction tool: the Panda's wrist (panda_link7) starts 0.146 m above the cup on the
 # 0.15 m tool (``sim.robot.SUCTION_TOOL_LENGTH``) and is about 0.09 m across around the tool axis
 # (measured in PyBullet: link AABBs over tool yaws), plus a bulge on one side that verification
-# turns away from the walls (``sim.verify.TOOL_TURNS``). Kept clear: a square of that side,
+# turns away from the walls (``sim.reach.TOOL_TURNS``). Kept clear: a square of that side,
 # from this height above the TCP up. The DESIGN's cup column alone misses the wrist hitting the
 # wall of a deep container beside a low box.
 SUCTION_WRIST_SIZE = 0.09

@@ -358,3 +358,37 @@ def test_spawned_workers_solve_too(monkeypatch, easy):
     finally:
         solver.close()
     assert plan.status == "solved" and plan.verified and plan.solver["member"] == "heuristic"
+
+
+def test_a_member_that_loses_race_after_race_keeps_its_worker(monkeypatch, easy):
+    """Races another member wins at once end without reading the loser's answer. Those answers
+    must not pile up in its pipe or make its worker look hung: after races spaced wider than
+    ``HUNG_S``, the loser's worker is the same process and answers the next proposal."""
+    problem, solution = easy
+    monkeypatch.setattr(portfolio, "HUNG_S", 0.3)
+
+    def bulky(member, problem, config, deadline):
+        while not deadline.passed():
+            time.sleep(0.005)
+        many = np.repeat(solution[None] + [0.0, 0.0, 0.3, 0.0], 5000, axis=0)  # ~0.5 MB
+        return Candidates(many, np.ones(5000), 5000, True)
+
+    def fast(member, problem, config, deadline):
+        return Candidates(solution[None], np.zeros(1), 1, False)
+
+    register(monkeypatch, "bulky", bulky)
+    register(monkeypatch, "fast", fast)
+    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0, verify=False,
+                          options={"members": ["bulky", "fast"]})
+    solver = portfolio.PortfolioSolver(config)
+    try:
+        pid = solver.workers["bulky"].proc.pid
+        for _ in range(5):             # each race's deadline long past (+ HUNG_S) at the next
+            plan = solve(problem, replace(config, time_budget_s=0.2), solver)
+            assert plan.status == "solved" and plan.solver["member"] == "fast"
+            time.sleep(0.6)
+        cands = solver.propose(problem, config, Deadline(time.monotonic() + 0.5))
+        assert solver.workers["bulky"].proc.pid == pid
+    finally:
+        solver.close()
+    assert cands.samples == 5001            # both members answered

@@ -127,6 +127,46 @@ def test_a_hand_that_comes_down_on_a_table_neighbour_fails_reachability():
     assert other_way["passed"], reasons(other_way)
 
 
+def test_the_solvers_verification_picks_a_table_neighbour_in_the_hands_way_first():
+    # The same two boxes: the plan's own order (lowest top first) picks b first, and the hand
+    # comes down on t. As a given plan it fails; the solvers' verification (reorder) tries the
+    # order that picks t first, passes, and writes that order into the plan's steps, which the
+    # simulated Panda then carries out.
+    from robot_packer.solver.pipeline import plan_of, verify
+
+    items = (Item("b", [0.12, 0.04, 0.05], [0.45, -0.30, 0.025, 0.0], mass=0.3),
+             Item("t", [0.06, 0.12, 0.10], [0.45, -0.40, 0.05, 0.0], mass=0.3))
+    prob = problem(items=items)
+    poses = np.array([[0.08, 0.0, 0.025, 0.0], [-0.10, 0.0, 0.05, 0.0]])
+    given = plan_of(prob, poses)
+    assert [st["object"] for st in given.steps] == ["b", "t"]
+    as_given = verify_plan(prob, given, turn_tool=True)
+    assert not as_given["passed"] and "hits t on the table" in reasons(as_given)
+    result = verify(prob, given)                     # what every solver's pipeline runs
+    assert result["passed"] and result["reachable"] and result["reasons"] == []
+    assert [st["object"] for st in given.steps] == ["t", "b"]
+    report = execute_plan(prob, given, record=False)
+    assert report.success and report.steps_done == 2, report.message
+    assert report.position_error.max() <= 0.015
+
+
+def test_reordering_never_breaks_a_support_or_the_gripper_rule():
+    # t stands on b in the container: b must be placed first, whatever is in the hand's way on
+    # the table, so the only order is the plan's, and it fails as it did.
+    from robot_packer.solver.pipeline import plan_of
+
+    items = (Item("b", [0.12, 0.04, 0.05], [0.45, -0.30, 0.025, 0.0], mass=0.3),
+             Item("t", [0.06, 0.12, 0.10], [0.45, -0.40, 0.05, 0.0], mass=0.3))
+    prob = problem(items=items, container=Container([0.40, 0.30, 0.16], [0.55, 0.0, 0.0, 0.0],
+                                                    0.01))
+    poses = np.array([[0.0, 0.0, 0.025, 0.0], [0.0, 0.0, 0.10, 0.0]])
+    given = plan_of(prob, poses)
+    assert given.status == "solved" and [st["object"] for st in given.steps] == ["b", "t"]
+    result = verify_plan(prob, given, turn_tool=True, reorder=True)
+    assert not result["passed"] and "hits t on the table" in reasons(result)
+    assert [st["object"] for st in given.steps] == ["b", "t"]
+
+
 def test_the_generators_table_rows_leave_the_franka_hand_room():
     # The benchmark's first standard-tier N = 10 problems: with table rows 4 cm apart the hand
     # came down on a first-row object while picking one behind it in 9 of 10 (TABLE_ROW_GAP).

@@ -14,7 +14,8 @@ from robot_packer.problem import Container, Gripper, Item, PackingProblem, Plan
 from robot_packer.sim.execute import execute_plan
 from robot_packer.sim.robot import (SUCTION_TIP_LINK, SUCTION_TOOL_LENGTH, SUCTION_TOOL_LINK,
                                     IKSettings, Panda, SuctionTool, quat_angle, tool_quat)
-from robot_packer.sim.verify import check_reach, plan_inputs, verify_plan
+from robot_packer.sim.reach import check_reach
+from robot_packer.sim.verify import plan_inputs, verify_plan
 from robot_packer.sim.world import SimWorld
 from robot_packer.solver import pipeline
 

@@ -28,7 +28,8 @@ from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
 from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
 from robot_packer.sim.render import render_cell
-from robot_packer.sim.verify import CARRY_CLEARANCE, plan_inputs
+from robot_packer.sim.reach import CARRY_CLEARANCE
+from robot_packer.sim.verify import plan_inputs
 from robot_packer.sim.world import SimSettings, SimWorld
 
 

@@ -25,7 +25,8 @@ from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem, Plan, SceneError
-from robot_packer.sim.robot import IKSettings, Panda, quat_angle, turn_about_z
+from robot_packer.sim.reach import OutOfTime, on_time, reach_in_some_order
+from robot_packer.sim.robot import IKSettings, quat_angle
 from robot_packer.sim.world import SimSettings, SimWorld
 
 
@@ -40,20 +41,10 @@ class VerifySettings:
     arm_collisions: bool = True      # reachable also needs the arm clear of walls and objects
 
 
-class _OutOfTime(Exception):
-    """The deadline passed during verification; the message says how far it got."""
-
-
-def _on_time(deadline: Deadline | None, progress: str) -> None:
-    """Raise :class:`_OutOfTime` (message ``progress``) once ``deadline`` has passed."""
-    if deadline is not None and deadline.passed():
-        raise _OutOfTime(progress)
-
-
 def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 order: Sequence[int | str] | None = None, settle_s: float = TOL.settle_time_s,
                 settings: VerifySettings = VerifySettings(), deadline: Deadline | None = None,
-                reach: bool = True, turn_tool: bool = False) -> dict:
+                reach: bool = True, turn_tool: bool = False, reorder: bool = False) -> dict:
     """Verify placements in PyBullet.
 
     Args:
@@ -73,6 +64,10 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
             grasp, try the tool turned about its axis (a half turn; a quarter turn for a suction
             cup) and write the turn that passes into the plan's steps (pick and place), so that
             they hold the grasps that were verified. False: the steps are checked as given.
+        reorder: (a :class:`Plan` only) where the arm hits an object still waiting on the table,
+            try orders that pick that object first (supports and ``gripper_clear`` still
+            holding; :func:`robot_packer.sim.reach.reach_in_some_order`) and write the order
+            that passes into the plan's steps. False: the plan's order is checked as given.
 
     Returns:
         ``{"simulator": "pybullet", "passed", "max_drift_m", "max_penetration_m", "reachable",
@@ -99,7 +94,7 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                        f"{grip * 1000:.1f} mm in plan order")
     physics_ok = stopped = False
     try:
-        _on_time(deadline, "before the simulation started")
+        on_time(deadline, "before the simulation started")
         with SimWorld(problem, poses, frame="container", robot=False, visuals=False,
                       settings=settings.sim) as world:
             pen = max_penetration(world)
@@ -114,12 +109,17 @@ def verify_plan(problem: PackingProblem, plan_or_poses: Plan | np.ndarray,
                 physics_ok = (after_ok and pen <= settings.penetration_tol
                               and (still or not problem.rules.stable))
             if reach:
-                _on_time(deadline, f"settling done, reach checked for 0 of {len(steps)} objects")
+                on_time(deadline, f"settling done, reach checked for 0 of {len(steps)} objects")
                 world.set_object_poses(poses, "container")
                 world.add_robot()
-                out["reachable"] = check_reach(world, steps, settings.ik, reasons,
-                                               settings.arm_collisions, deadline, turn_tool)
-    except _OutOfTime as exc:  # the with block has closed the client
+                out["reachable"], reached = reach_in_some_order(
+                    world, poses, steps, settings.ik, reasons, settings.arm_collisions,
+                    deadline, turn_tool, reorder and isinstance(plan_or_poses, Plan)
+                    and bool(plan_or_poses.steps))
+                if reached is not steps:     # a table neighbour picked first: the plan's order
+                    plan_or_poses.steps = reached
+                    out["gripper_clear"] = True      # reach_in_some_order required it
+    except OutOfTime as exc:  # the with block has closed the client
         stopped = True
         reasons.append(f"verification stopped at the time budget ({exc})")
     except Exception as exc:  # pybullet.error and numerical failures: report, never raise
@@ -260,7 +260,7 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
     """Step ``settle_s`` and fill max_drift_m.
 
     Returns the settled container-frame poses (None if the simulation diverged) and whether
-    every object stayed within the drift and rotation limits. Raises :class:`_OutOfTime` once
+    every object stayed within the drift and rotation limits. Raises :class:`OutOfTime` once
     ``deadline`` passes, checked every 60 steps.
     """
     start = world.object_poses()
@@ -277,8 +277,8 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
                                f"{settings.flyoff} m or became NaN)")
                 out["max_drift_m"] = None if not np.all(np.isfinite(moved)) else float(moved.max())
                 return None, False
-            _on_time(deadline, f"{(k + 1) * settings.sim.timestep:.2f} of {settle_s:.2f} s "
-                               f"of settling simulated")
+            on_time(deadline, f"{(k + 1) * settings.sim.timestep:.2f} of {settle_s:.2f} s "
+                              f"of settling simulated")
     end, q1 = world.object_poses(), world.object_quaternions()
     drift = np.linalg.norm(end[:, :3] - start[:, :3], axis=1)
     rot = np.degrees([quat_angle(a, b) for a, b in zip(q0, q1)])
@@ -296,167 +296,3 @@ def _settle(world: SimWorld, settle_s: float, settings: VerifySettings, out: dic
                            f"(limit {TOL.settle_yaw_deg:.0f} deg)")
             ok = False
     return world.problem.container.from_world(end), ok
-
-
-CARRY_CLEARANCE = 0.01   # m between a carried object's bottom and the container's rim
-
-# Turns of the tool about its own axis that grasp an object equivalently (the box looks the same):
-# a half turn for the parallel gripper, any quarter turn for a suction cup. Tried in this order.
-TOOL_TURNS = {"parallel": (0.0, math.pi), "suction": (0.0, math.pi, math.pi / 2, -math.pi / 2)}
-
-
-def check_reach(world: SimWorld, steps: Sequence[dict], ik: IKSettings, reasons: list[str],
-                arm_collisions: bool = True, deadline: Deadline | None = None,
-                turn_tool: bool = False) -> bool:
-    """IK at every pick and place pose and straight above it (:func:`_reach_step`), with the arm
-    clear of the container and of every object where it is at that step: the objects placed
-    before at their planned poses, the objects still to be picked at their current (table) poses.
-
-    ``turn_tool``: a step whose planned grasp the arm cannot reach clear of the walls is tried
-    with the tool turned (:data:`TOOL_TURNS`: the Panda's wrist, 0.15 m above a suction cup, is
-    not symmetric about the tool axis); the first turn that reaches both poses clear is written
-    into the step's pick and place orientations, so the steps hold the grasp that was verified.
-    Without it the planned orientation (or its half turn where that has no IK solution) is
-    checked as given. Raises :class:`_OutOfTime` when ``deadline`` has passed before an object
-    or a turn.
-    """
-    panda = Panda(world.client, world.robot_id)
-    problem = world.problem
-    turns = TOOL_TURNS[panda.tool] if turn_tool else (None,)
-    planned = world.object_poses()
-    # An object is on the table until its step, then at its planned pose; one without a current
-    # pose is nowhere before its step (its body stays at the planned pose, never an obstacle).
-    waiting = {j for j, item in enumerate(problem.items) if item.pose is not None}
-    for j in waiting:
-        world.set_object_pose(world.object_ids[j], problem.items[j].pose)
-    ok = True
-    placed: list[int] = []
-    try:
-        for k, st in enumerate(steps):
-            i = problem.index(st["object"])
-            waiting.discard(i)
-            first_failure = ""
-            for turn in turns:      # the deadline is checked before every object and every turn
-                _on_time(deadline, f"settling done, reach checked for {k} of {len(steps)} objects")
-                failure = _reach_step(world, panda, st, i, placed, sorted(waiting), ik,
-                                      arm_collisions, turn)
-                if not failure:
-                    if turn:
-                        _turn_step(st, turn)
-                    break
-                first_failure = first_failure or failure
-            else:
-                reasons.append(first_failure)
-                ok = False
-            placed.append(i)
-            world.set_object_pose(world.object_ids[i], planned[i])
-    finally:
-        world.set_object_poses(planned)
-    return ok
-
-
-def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequence[int],
-                waiting: Sequence[int], ik: IKSettings, arm_collisions: bool,
-                turn: float | None) -> str:
-    """Why the arm cannot do step ``st`` with the tool turned by ``turn`` rad ('' when it can).
-
-    At the pick and at the place the arm must reach the pose, and hold the object straight above
-    it (:func:`_above`: the end of the step's straight approach line, and high enough to carry
-    the object over the container's wall), clear of the obstacles: the container, the objects
-    ``placed`` before and the objects ``waiting`` on the table.
-
-    ``turn=None``: the planned orientation, or its half turn where that has no IK solution. With
-    ``arm_collisions`` an IK solution counts only with the arm clear (the next seed, then the
-    half turn, is tried otherwise: the elbow may bend the other way).
-    """
-    problem = world.problem
-    for key in ("pick", "place"):
-        if key not in st:
-            continue
-        pos, quat = st[key]["position"], _unit(st[key]["orientation"])
-        flip = turn is None
-        quat = quat if flip else turn_about_z(quat, turn)
-
-        def clear() -> bool:
-            return not _arm_hits(world, panda, i, placed, waiting, ik.collision_margin)
-
-        accept = clear if arm_collisions else None
-        tool = " (suction tool)" if panda.tool == "suction" else ""
-        verb = "placing" if key == "place" else "picking"
-        if panda.solve_ik(pos, quat, ik, flip=flip, accept=accept) is None:
-            if accept is None or panda.solve_ik(pos, quat, ik, flip=flip) is None:
-                return (f"reachable: no Panda IK solution{tool} to {key} {problem.ids[i]} at "
-                        f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})")
-            return (f"reachable: {verb} {problem.ids[i]} the arm "
-                    f"{_arm_hits(world, panda, i, placed, waiting, ik.collision_margin)}")
-        above = _above(problem, st, i, pos)
-        if panda.solve_ik(above, quat, ik, flip=flip, accept=accept) is None:
-            return (f"reachable: {verb} {problem.ids[i]}, no Panda IK solution{tool} with the "
-                    f"arm clear straight above the {key} at ({above[0]:.3f}, {above[1]:.3f}, "
-                    f"{above[2]:.3f}), where the object clears the container's wall and the "
-                    f"straight approach line ends")
-    return ""
-
-
-def _above(problem: PackingProblem, st: dict, i: int, pos: Sequence[float]) -> np.ndarray:
-    """Where the TCP holds object i straight above a pick or place pose ``pos`` (its top centre):
-    the end of the step's straight line (:func:`_line_above`), raised to where the object's
-    bottom is ``CARRY_CLEARANCE`` above the container's rim if that is higher."""
-    above = np.asarray(pos, float) + _line_above(st)
-    rim = float(problem.container.pose[2] + problem.container.size[2])
-    above[2] = max(above[2], rim + CARRY_CLEARANCE + float(problem.items[i].size[2]))
-    return above
-
-
-def _line_above(st: dict) -> np.ndarray:
-    """The straight line above a step's pick and place poses, as a vector: against its
-    ``approach`` (default straight down), as long as the longer of ``approach_distance`` and
-    ``retreat_distance`` (0 where the step gives neither)."""
-    length = max(float(st.get("approach_distance", 0.0)), float(st.get("retreat_distance", 0.0)))
-    down = np.asarray(st.get("approach", (0.0, 0.0, -1.0)), float)
-    return -length * down / np.linalg.norm(down)
-
-
-def _turn_step(st: dict, turn: float) -> None:
-    """Turn the tool of step ``st`` by ``turn`` rad about its axis at pick and at place."""
-    for key in ("pick", "place"):
-        if key in st:
-            quat = turn_about_z(_unit(st[key]["orientation"]), turn)
-            st[key] = {**st[key], "orientation": [round(float(v), 9) for v in quat]}
-
-
-def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int],
-              waiting: Sequence[int], margin: float) -> str:
-    """Describe what the arm hits while picking or placing object i ('' when clear).
-
-    The arm is at its current joints with the fingers open around object i (a suction Panda has
-    no fingers: its tool cylinder and arm links are checked); obstacles are the container, the
-    objects in ``placed`` and those ``waiting`` on the table. Example: ``'(panda_hand) hits
-    container (4.1 mm)'``, or ``'(panda_leftfinger) hits o3 on the table (2.0 mm)'``.
-    """
-    problem = world.problem
-    panda.set_fingers(_opening(problem, i))
-    others = [*placed, *waiting]
-    hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in others], margin)
-    panda.set_fingers(0.08)
-    if not hits:
-        return ""
-    names = {world.container_id: "container"}
-    names.update({world.object_ids[j]: problem.ids[j] for j in placed})
-    names.update({world.object_ids[j]: f"{problem.ids[j]} on the table" for j in waiting})
-    what = sorted({names[b] for b, _, _ in hits})
-    links = sorted({panda.link_name(link) for _, link, _ in hits})
-    depth = max(-d for _, _, d in hits)
-    return f"({', '.join(links)}) hits {', '.join(what)} ({depth * 1000:.1f} mm)"
-
-
-def _opening(problem: PackingProblem, i: int) -> float:
-    """Finger gap while placing object i: its narrower side plus the clearance on both sides."""
-    if problem.gripper.type == "suction":
-        return 0.0
-    return float(problem.items[i].size[:2].min() + 2 * TOL.grip_margin)
-
-
-def _unit(q: Sequence[float]) -> list[float]:
-    q = np.asarray(q, float)
-    return (q / np.linalg.norm(q)).tolist()

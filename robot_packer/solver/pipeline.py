@@ -184,10 +184,13 @@ def verify(problem: PackingProblem, plan: Plan, deadline: Deadline | None = None
            reach: bool = True) -> dict:
     """PyBullet verification block of a plan, stopped when ``deadline`` passes;
     ``reach=False`` leaves out the robot (imported lazily: only sim/ imports pybullet). A grasp
-    the arm can only place with the tool turned about its axis is turned in ``plan.steps``."""
+    the arm can only place with the tool turned about its axis is turned in ``plan.steps``; where
+    the arm hits an object still on the table, an order that picks that object first is tried
+    and, when it passes, becomes the order of ``plan.steps``."""
     from robot_packer.sim.verify import verify_plan
 
-    return verify_plan(problem, plan, deadline=deadline, reach=reach, turn_tool=True)
+    return verify_plan(problem, plan, deadline=deadline, reach=reach, turn_tool=True,
+                       reorder=True)
 
 
 def _finish(plan: Plan, problem: PackingProblem, start: float) -> Plan:

@@ -193,7 +193,7 @@ class _Worker:
 
     def __init__(self, name: str, config: SolverConfig, method: str) -> None:
         self.name, self.config, self.method = name, config, method
-        self.nice, self.jobs, self.busy_until = 0, 0, None
+        self.nice = 0
         self._spawn()
 
     def _spawn(self) -> None:
@@ -205,7 +205,8 @@ class _Worker:
                                 daemon=True)
         self.proc.start()
         child.close()
-        self.jobs, self.busy_until = 0, None
+        self.jobs = 0
+        self.open: dict[int, float] = {}    # jobs without a reply yet -> their deadlines
 
     def wait_ready(self) -> None:
         """Block until the member is built; its construction error (e.g. cpsat without OR-Tools:
@@ -221,9 +222,16 @@ class _Worker:
         self.conn.send(("nice", self.nice))
 
     def ensure_alive(self) -> None:
-        """Start the worker again if it died, or if it is still busy ``HUNG_S`` after the
-        deadline of a job the race gave up on."""
-        hung = self.busy_until is not None and time.monotonic() > self.busy_until + HUNG_S
+        """Before a job: read the replies to earlier jobs (a race that had its winner did not
+        wait for them), then start the worker again if it died, or if it is still busy with a
+        job ``HUNG_S`` after that job's deadline."""
+        try:
+            while self.conn.poll(0):
+                _, (answered, _) = self.conn.recv()
+                self._answered(answered)
+        except (EOFError, OSError):
+            pass                            # died: started again below
+        hung = bool(self.open) and time.monotonic() > min(self.open.values()) + HUNG_S
         if self.proc.is_alive() and not hung:
             return
         log.warning("portfolio member %s: worker %s; starting it again", self.name,
@@ -237,27 +245,33 @@ class _Worker:
               info: dict | None) -> int:
         self.jobs += 1
         self.conn.send(("job", self.jobs, kind, problem, config, at, info))
-        self.busy_until = at
+        self.open[self.jobs] = at
         return self.jobs
 
     def stop(self, job: int) -> None:
         self.stop_upto.value = max(self.stop_upto.value, job)
 
     def reply(self, job: int) -> tuple[bool, object]:
-        """Read one reply: (whether it answers ``job``, its answer). A reply to an older job is
-        dropped; a dead worker answers nothing; a member's error is raised."""
+        """Read one reply: (whether it answers ``job``, its answer). A reply to another job is
+        dropped, as is the answer to a stopped one; a dead worker answers nothing; a member's
+        error is raised."""
         try:
             status, (answered, payload) = self.conn.recv()
         except (EOFError, OSError):
             log.warning("portfolio member %s: worker died (exit %s)", self.name,
                         self.proc.exitcode)
             return True, None
+        self._answered(answered)
         if answered != job:
             return False, None
-        self.busy_until = None
         if status == "error":
             raise payload
-        return True, payload
+        return True, payload if status == "ok" else None
+
+    def _answered(self, job: int) -> None:
+        """A reply to ``job`` came: it and every earlier job are closed (replies come in
+        order)."""
+        self.open = {k: at for k, at in self.open.items() if k > job}
 
     def _kill(self) -> None:
         if self.proc.is_alive():
@@ -318,7 +332,9 @@ def _serve(name: str, config: SolverConfig, conn, stop_upto) -> None:
                 answer = pipeline.search(problem, job_config, member, deadline, info)
             else:
                 answer = member.propose(problem, job_config, deadline)
-            reply = ("ok", (job, answer))
+            # stopped: the race is over and nobody reads the answer (a short reply keeps the
+            # pipe from filling up while the parent does not read)
+            reply = ("stopped", (job, None)) if stop_upto.value >= job else ("ok", (job, answer))
         except BaseException as exc:
             reply = ("error", (job, _portable(exc, name)))
         finally:
