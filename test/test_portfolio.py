@@ -7,6 +7,7 @@ reads back (a list in the test process would stay empty: the members run elsewhe
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -68,6 +69,27 @@ def register(monkeypatch, name: str, propose) -> None:
 
 def nothing(problem) -> Candidates:
     return Candidates(np.zeros((0, len(problem.items), 4)), np.zeros(0), 1, True)
+
+
+def answering(solution, after_s: float = 0.0):
+    """A member's propose that answers ``solution`` (exact) after ``after_s``."""
+    def propose(member, problem, config, deadline):
+        time.sleep(after_s)
+        return Candidates(solution[None], np.zeros(1), 1, False)
+    return propose
+
+
+@contextmanager
+def running(members: list[str], **config):
+    """A portfolio of ``members`` (verification off unless given), closed afterwards; yields
+    (its config, the portfolio)."""
+    config = SolverConfig(solver="portfolio", device="cpu", **{"verify": False, **config},
+                          options={"members": members})
+    solver = portfolio.PortfolioSolver(config)
+    try:
+        yield config, solver
+    finally:
+        solver.close()
 
 
 def race_members(monkeypatch, journal, solution, answers_after_s):
@@ -264,20 +286,11 @@ def test_a_worker_that_dies_is_started_again_and_the_race_goes_on(monkeypatch, j
             os._exit(3)
         return Candidates(solution[None], np.zeros(1), 1, False)
 
-    def late_but_right(member, problem, config, deadline):
-        time.sleep(0.3)
-        return Candidates(solution[None], np.zeros(1), 1, False)
-
     register(monkeypatch, "crashing", crashing_once)
-    register(monkeypatch, "steady", late_but_right)
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=10.0, verify=False,
-                          options={"members": ["crashing", "steady"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    register(monkeypatch, "steady", answering(solution, after_s=0.3))
+    with running(["crashing", "steady"], time_budget_s=10.0) as (config, solver):
         first = solve(problem, config, solver)
         again = solve(problem, config, solver)
-    finally:
-        solver.close()
     assert first.status == "solved" and first.solver["member"] == "steady"
     assert again.status == "solved" and again.solver["member"] == "crashing"
     pids = [e[1] for e in journal.entries()]
@@ -373,15 +386,9 @@ def test_a_member_that_loses_race_after_race_keeps_its_worker(monkeypatch, easy)
         many = np.repeat(solution[None] + [0.0, 0.0, 0.3, 0.0], 5000, axis=0)  # ~0.5 MB
         return Candidates(many, np.ones(5000), 5000, True)
 
-    def fast(member, problem, config, deadline):
-        return Candidates(solution[None], np.zeros(1), 1, False)
-
     register(monkeypatch, "bulky", bulky)
-    register(monkeypatch, "fast", fast)
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0, verify=False,
-                          options={"members": ["bulky", "fast"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    register(monkeypatch, "fast", answering(solution))
+    with running(["bulky", "fast"], time_budget_s=5.0) as (config, solver):
         pid = solver.workers["bulky"].proc.pid
         for _ in range(5):             # each race's deadline long past (+ HUNG_S) at the next
             plan = solve(problem, replace(config, time_budget_s=0.2), solver)
@@ -389,6 +396,4 @@ def test_a_member_that_loses_race_after_race_keeps_its_worker(monkeypatch, easy)
             time.sleep(0.6)
         cands = solver.propose(problem, config, Deadline(time.monotonic() + 0.5))
         assert solver.workers["bulky"].proc.pid == pid
-    finally:
-        solver.close()
     assert cands.samples == 5001            # both members answered
