@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from robot_packer.constraints import TOL
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
@@ -170,7 +171,8 @@ class _Arm:
         cannot follow; empty when the pose itself has no IK solution."""
         margin = self.s.ik.collision_margin
 
-        def clear() -> bool:                 # as verification checks it (sim/verify.py)
+        def clear() -> bool:        # as verification checks it (sim/reach.py: the fingers open
+            self.panda.set_fingers(self.opening)    # around the object, not wide open)
             return not self.panda.contacts(obstacles, margin)
 
         line = self._track(pos, quat, pos[2], top, clear)
@@ -268,7 +270,7 @@ class _Arm:
         q_pick, q_place = step["pick"]["orientation"], step["place"]["orientation"]
         transit = self._transit_height(i, pick, place)
         width = float(size[:2].min())
-        self.opening = min(0.08, width + 0.02)
+        self.opening = min(0.08, width + 2 * TOL.grip_margin)   # as verification (reach.py)
         pick_down, place_down = self._descents(i, (pick, q_pick), (place, q_place), transit)
         self.move_joints(pick_down[0])
         self.follow(pick_down[1:])
