@@ -159,7 +159,7 @@ class PortfolioSolver:
         try:
             with deadline.on_stop(stop_all):
                 while pending:
-                    left = deadline.left() + grace if not deadline.stopped else grace
+                    left = deadline.left() + grace          # 0 left once stopped
                     ready = wait_for_replies([self.workers[n].conn for n in pending],
                                              timeout=max(left, 0.0))
                     if not ready:                # late members: go on without them
