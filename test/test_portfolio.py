@@ -125,10 +125,7 @@ def test_members_run_in_worker_processes_of_their_own_until_closed(monkeypatch, 
 
     register(monkeypatch, "pid_a", pid)
     register(monkeypatch, "pid_b", pid)
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=2.0, verify=False,
-                          options={"members": ["pid_a", "pid_b"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    with running(["pid_a", "pid_b"], time_budget_s=2.0) as (config, solver):
         for _ in range(2):
             solver.propose(problem, config, Deadline(time.monotonic() + 2.0))
         seen = journal.entries()
@@ -137,8 +134,6 @@ def test_members_run_in_worker_processes_of_their_own_until_closed(monkeypatch, 
         assert len(pids["pid_a"] | pids["pid_b"]) == 2 and os.getpid() not in pids["pid_a"]
         processes = [w.proc for w in solver.workers.values()]
         assert all(p.is_alive() for p in processes)
-    finally:
-        solver.close()
     assert not any(p.is_alive() for p in processes)
 
 
@@ -155,13 +150,8 @@ def test_portfolio_proposal_merges_every_members_answer(monkeypatch, easy):
 
     register(monkeypatch, "stub_fast", answering(0.0, 1.0))
     register(monkeypatch, "stub_slow", answering(0.3, 2.0))
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0,
-                          options={"members": ["stub_slow", "stub_fast"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    with running(["stub_slow", "stub_fast"], time_budget_s=5.0) as (config, solver):
         cands = solver.propose(problem, config, Deadline(time.monotonic() + 4.0))
-    finally:
-        solver.close()
     assert [float(p[0, 0]) for p in cands.poses] == [2.0, 1.0]
 
 
@@ -258,18 +248,13 @@ def test_with_more_members_than_cores_the_first_class_member_keeps_its_core(
     for name in ("rec_first", "rec_a", "rec_b"):
         register(monkeypatch, name, recorder)
     monkeypatch.setattr(portfolio, "FIRST_CLASS", ("rec_first",))
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=5.0, verify=False,
-                          options={"members": ["rec_a", "rec_first", "rec_b"]})
     base = os.getpriority(os.PRIO_PROCESS, 0)
     for cores, lowered in ((2, max(base, portfolio.NICE)), (3, base)):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         if os.path.exists(journal.path):
             os.remove(journal.path)
-        solver = portfolio.PortfolioSolver(config)
-        try:
+        with running(["rec_a", "rec_first", "rec_b"], time_budget_s=5.0) as (config, solver):
             solver.propose(problem, config, Deadline(time.monotonic() + 5.0))
-        finally:
-            solver.close()
         assert dict(journal.entries()) == {"rec_first": base, "rec_a": lowered,
                                            "rec_b": lowered}
     assert os.getpriority(os.PRIO_PROCESS, 0) == base     # the caller's own process untouched
@@ -310,17 +295,12 @@ def test_a_late_members_stale_answer_is_dropped_and_the_next_solve_gets_its_own(
         return Candidates(solution[None], np.zeros(1), 1, False)
 
     register(monkeypatch, "late_first", late_first)
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=0.3, verify=False,
-                          options={"members": ["late_first"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    with running(["late_first"], time_budget_s=0.3) as (config, solver):
         t0 = time.monotonic()
         first = solve(problem, config, solver)
         assert time.monotonic() - t0 < 0.3 + portfolio.MEMBER_GRACE_S
         assert first.status == "timeout" and not first.placements
         second = solve(problem, replace(config, time_budget_s=5.0), solver)
-    finally:
-        solver.close()
     assert second.status == "solved"
     np.testing.assert_allclose(second.poses(problem.ids), solution, atol=1e-6)
 
@@ -345,13 +325,8 @@ def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypa
     monkeypatch.setattr(portfolio, "wait_for_replies", recording_wait)
     for budget, grace in ((0.5, 0.05), (20.0, portfolio.MEMBER_GRACE_S)):
         waited.clear()
-        config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=budget,
-                              options={"members": ["late"]})
-        solver = portfolio.PortfolioSolver(config)
-        try:
+        with running(["late"], time_budget_s=budget) as (config, solver):
             cands = solver.propose(problem, config, Deadline(time.monotonic()))
-        finally:
-            solver.close()
         assert cands.poses.shape[0] == 0 and cands.timed_out
         assert len(waited) == 1 and 0.0 <= waited[0] <= grace
 
@@ -362,14 +337,9 @@ def test_spawned_workers_solve_too(monkeypatch, easy):
     problem, _ = easy
     assert portfolio.start_method(SolverConfig(device="cpu")) == "fork"
     monkeypatch.setattr(portfolio, "start_method", lambda config: "spawn")
-    config = SolverConfig(solver="portfolio", device="cpu", time_budget_s=10.0,
-                          options={"members": ["heuristic"]})
-    solver = portfolio.PortfolioSolver(config)
-    try:
+    with running(["heuristic"], time_budget_s=10.0, verify=True) as (config, solver):
         assert {w.method for w in solver.workers.values()} == {"spawn"}
         plan = solve(problem, config, solver)
-    finally:
-        solver.close()
     assert plan.status == "solved" and plan.verified and plan.solver["member"] == "heuristic"
 
 

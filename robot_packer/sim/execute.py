@@ -23,13 +23,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from robot_packer.constraints import TOL
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
 from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
 from robot_packer.sim.render import render_cell
-from robot_packer.sim.reach import CARRY_CLEARANCE
+from robot_packer.sim.reach import CARRY_CLEARANCE, WIDE_OPEN, finger_opening
 from robot_packer.sim.verify import plan_inputs
 from robot_packer.sim.world import SimSettings, SimWorld
 
@@ -132,7 +131,7 @@ class _Arm:
         self.c = world.client
         self.panda = Panda(world.client, world.robot_id)
         self.q = self.panda.arm_q()
-        self.opening = 0.08
+        self.opening = WIDE_OPEN
         self.grasp_cid: int | None = None
 
     # ---------------------------------------------------------------- primitives
@@ -258,7 +257,7 @@ class _Arm:
         if self.grasp_cid is not None:
             self.c.removeConstraint(self.grasp_cid)
             self.grasp_cid = None
-        self.opening = 0.08
+        self.opening = WIDE_OPEN
         self._apply(self.q, int(round(self.s.settle_after_place_s / self.world.settings.timestep)))
 
     # ---------------------------------------------------------------- one step
@@ -270,7 +269,7 @@ class _Arm:
         q_pick, q_place = step["pick"]["orientation"], step["place"]["orientation"]
         transit = self._transit_height(i, pick, place)
         width = float(size[:2].min())
-        self.opening = min(0.08, width + 2 * TOL.grip_margin)   # as verification (reach.py)
+        self.opening = finger_opening(problem, i)      # as verification checks the arm
         pick_down, place_down = self._descents(i, (pick, q_pick), (place, q_place), transit)
         self.move_joints(pick_down[0])
         self.follow(pick_down[1:])

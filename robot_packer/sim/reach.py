@@ -18,7 +18,7 @@ from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem
-from robot_packer.sim.robot import IKSettings, Panda, turn_about_z
+from robot_packer.sim.robot import FINGER_MAX, IKSettings, Panda, turn_about_z
 from robot_packer.sim.world import SimWorld
 
 
@@ -33,6 +33,7 @@ def on_time(deadline: Deadline | None, progress: str) -> None:
 
 
 CARRY_CLEARANCE = 0.01   # m between a carried object's bottom and the container's rim
+WIDE_OPEN = 2 * FINGER_MAX  # m, the Panda's finger gap fully open
 
 # Turns of the tool about its own axis that grasp an object equivalently (the box looks the same):
 # a half turn for the parallel gripper, any quarter turn for a suction cup. Tried in this order.
@@ -220,10 +221,10 @@ def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int],
     container (4.1 mm)'``, or ``'(panda_leftfinger) hits o3 on the table (2.0 mm)'``.
     """
     problem = world.problem
-    panda.set_fingers(_opening(problem, i))
+    panda.set_fingers(finger_opening(problem, i))
     others = [*placed, *waiting]
     hits = panda.contacts([world.container_id] + [world.object_ids[j] for j in others], margin)
-    panda.set_fingers(0.08)
+    panda.set_fingers(WIDE_OPEN)
     if not hits:
         return "", []
     names = {world.container_id: "container"}
@@ -237,11 +238,13 @@ def _arm_hits(world: SimWorld, panda: Panda, i: int, placed: Sequence[int],
             [j for j in waiting if world.object_ids[j] in bodies])
 
 
-def _opening(problem: PackingProblem, i: int) -> float:
-    """Finger gap while placing object i: its narrower side plus the clearance on both sides."""
+def finger_opening(problem: PackingProblem, i: int) -> float:
+    """Finger gap (m) around object i at its pick and place: its narrower side plus the
+    gripper's clearance on both sides, at most ``WIDE_OPEN`` (0 for a suction gripper).
+    Verification checks the arm with this gap and the executor opens the fingers to it."""
     if problem.gripper.type == "suction":
         return 0.0
-    return float(problem.items[i].size[:2].min() + 2 * TOL.grip_margin)
+    return float(min(WIDE_OPEN, problem.items[i].size[:2].min() + 2 * TOL.grip_margin))
 
 
 def _unit(q: Sequence[float]) -> list[float]:
