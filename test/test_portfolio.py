@@ -290,7 +290,7 @@ def test_a_late_members_stale_answer_is_dropped_and_the_next_solve_gets_its_own(
 
     def late_first(member, problem, config, deadline):
         if member.rounds == 1:
-            time.sleep(1.0)                           # far past a 0.3 s budget and its grace
+            time.sleep(2.0)                           # far past a 0.3 s budget and its grace
             return Candidates(solution[None] + np.array([0, 0, 0.5, 0]), np.zeros(1), 1, False)
         return Candidates(solution[None], np.zeros(1), 1, False)
 
@@ -298,7 +298,7 @@ def test_a_late_members_stale_answer_is_dropped_and_the_next_solve_gets_its_own(
     with running(["late_first"], time_budget_s=0.3) as (config, solver):
         t0 = time.monotonic()
         first = solve(problem, config, solver)
-        assert time.monotonic() - t0 < 0.3 + portfolio.MEMBER_GRACE_S
+        assert time.monotonic() - t0 < 0.3 + portfolio.MEMBER_GRACE_S + 0.5   # not its 2 s
         assert first.status == "timeout" and not first.placements
         second = solve(problem, replace(config, time_budget_s=5.0), solver)
     assert second.status == "solved"
@@ -306,8 +306,9 @@ def test_a_late_members_stale_answer_is_dropped_and_the_next_solve_gets_its_own(
 
 
 def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypatch, easy):
-    """A member still running at the deadline is waited for at most ``MEMBER_GRACE_SHARE`` of
-    the budget (capped at ``MEMBER_GRACE_S``): a 0.5 s budget is no longer stretched by 0.5 s."""
+    """Once a member has answered, one still running at the deadline is waited for at most
+    ``MEMBER_GRACE_SHARE`` of the budget (capped at ``MEMBER_GRACE_S``): a 0.5 s budget is not
+    stretched by 0.5 s for a member that is late."""
     problem, _ = easy
 
     def late(member, problem, config, deadline):
@@ -315,20 +316,35 @@ def test_portfolio_waits_for_late_members_at_most_a_share_of_the_budget(monkeypa
         raise RuntimeError("late member: its result must not be waited for")
 
     register(monkeypatch, "late", late)
+    register(monkeypatch, "quick", lambda member, problem, config, deadline: nothing(problem))
     waited = []
     real_wait = portfolio.wait_for_replies
 
     def recording_wait(conns, timeout=None):
         waited.append(timeout)
-        return real_wait(conns, timeout=0.0)          # no real waiting
+        return real_wait(conns, timeout=timeout)
 
     monkeypatch.setattr(portfolio, "wait_for_replies", recording_wait)
     for budget, grace in ((0.5, 0.05), (20.0, portfolio.MEMBER_GRACE_S)):
         waited.clear()
-        with running(["late"], time_budget_s=budget) as (config, solver):
+        with running(["quick", "late"], time_budget_s=budget) as (config, solver):
+            t0 = time.monotonic()
             cands = solver.propose(problem, config, Deadline(time.monotonic()))
+            took = time.monotonic() - t0
         assert cands.poses.shape[0] == 0 and cands.timed_out
-        assert len(waited) == 1 and 0.0 <= waited[0] <= grace
+        assert len(waited) == 2 and 0.0 <= waited[1] <= grace   # the second: after quick's answer
+        assert took < 2.5                                       # late's 3 s were not waited for
+
+
+def test_while_no_member_has_answered_the_first_answer_is_waited_for(monkeypatch, easy):
+    """A slightly late answer beats none: a member answering 0.2 s after the deadline of a
+    0.5 s budget (past the budget's share of grace) is still waited for when it is the first."""
+    problem, solution = easy
+    register(monkeypatch, "tardy", answering(solution, after_s=0.2))
+    with running(["tardy"], time_budget_s=0.5) as (config, solver):
+        cands = solver.propose(problem, config, Deadline(time.monotonic() + 0.05))
+    assert cands.poses.shape[0] == 1
+    np.testing.assert_allclose(cands.poses[0], solution)
 
 
 def test_spawned_workers_solve_too(monkeypatch, easy):

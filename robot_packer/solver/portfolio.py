@@ -27,7 +27,10 @@ members' order, so equal violations rank the same way whichever member answered 
 Members honour the deadline themselves, up to one of their steps late; the race waits for a late
 one at most ``MEMBER_GRACE_SHARE`` of the budget (and at most ``MEMBER_GRACE_S``), then goes on
 without its answer (the worker finishes that search, stopped, before it takes the next job; one
-still busy ``HUNG_S`` after its job's deadline is killed and started again). A member that
+still busy ``HUNG_S`` after its job's deadline is killed and started again). While no member has
+answered at all, the race waits up to ``MEMBER_GRACE_S`` for the first one: a best answer
+slightly late beats none (with a 0.5 s budget on a loaded 2-core machine both members answered
+0.06 s after the deadline, past the 0.05 s share, and the race had returned no plan). A member that
 raises ends the race with its error; a worker that dies (a crash in native code) is started
 again for the next solve, and the race goes on with the others.
 
@@ -159,7 +162,9 @@ class PortfolioSolver:
         try:
             with deadline.on_stop(stop_all):
                 while pending:
-                    left = deadline.left() + grace          # 0 left once stopped
+                    # once stopped: only the stopped members' short replies are awaited
+                    late = grace if answers or deadline.stopped else MEMBER_GRACE_S
+                    left = deadline.left() + late           # left() is 0 once stopped
                     ready = wait_for_replies([self.workers[n].conn for n in pending],
                                              timeout=max(left, 0.0))
                     if not ready:                # late members: go on without them
