@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -64,7 +65,11 @@ class PackerNode(Node):
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.settings = ros_io.settings_from_params(self._values({}))  # ValueError: fatal
         self.device = str(resolve_device(self.settings.solver.device))  # cuda without CUDA: fatal
-        self.solver = make_solver(self.settings.solver)  # models load once, here
+        config = self.settings.solver
+        if config.solver == "portfolio":  # its workers must not be forks of this process, which
+            config = replace(config, options={  # runs DDS threads (a fork may deadlock)
+                **config.options, "start_method": "forkserver"})
+        self.solver = make_solver(config)  # models load once, here
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._cv = threading.Condition()
         self._cloud, self._constraints, self._pending, self._waiters = None, None, False, []

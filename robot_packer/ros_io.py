@@ -308,7 +308,10 @@ PARAMETERS = (
     ParamSpec("container.pose", [0.55, 0.0, 0.0, 0.0],
               "x y z yaw of the container frame (inner floor centre) in world_frame"),
     ParamSpec("container.wall", 0.01, "container wall thickness (m)", (0.0, 0.2)),
-    ParamSpec("solver", "diffusion", "diffusion | rejection | cem | heuristic", read_only=True),
+    ParamSpec("solver", "diffusion",
+              "diffusion | heuristic | cpsat (pip install .[cpsat]) | portfolio (diffusion, "
+              "heuristic and cpsat when installed race; the first verified plan wins) | "
+              "rejection | cem", read_only=True),
     ParamSpec("device", "auto", "auto (CUDA when present) | cpu | cuda", read_only=True),
     ParamSpec("model_dir", "", "diffusion checkpoints folder ('' = the package's models/)",
               read_only=True),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -161,17 +162,19 @@ class RosHarness:
         return start
 
 
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ros")
-    os.environ.update(ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_LOG_DIR=str(tmp / "log"),
-                      ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+@contextmanager
+def node_running(tmp, params_text, domain):
+    """The node as its console script with ``params_text`` on ROS domain ``domain`` (discovery
+    on localhost, logs in ``tmp``), and a :class:`RosHarness` talking to it; yields the harness
+    (``harness.proc``: the node's process), ends both afterwards and prints the node's log."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_LOG_DIR": str(tmp / "log"),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     params = tmp / "params.yaml"
-    params.write_text(PARAMS)
-    proc = subprocess.Popen(node_cmd() + ["--ros-args", "--params-file", str(params)],
+    params.write_text(params_text)
+    proc = subprocess.Popen(node_cmd() + ["--ros-args", "--params-file", str(params)], env=env,
                             stdout=open(tmp / "node.log", "w"), stderr=subprocess.STDOUT)
     ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    rclpy.init(context=ctx, domain_id=domain)
     tester = RosHarness(ctx)
     tester.proc = proc
     try:
@@ -189,6 +192,15 @@ def ros(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         print((tmp / "node.log").read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory):
+    tmp, domain = tmp_path_factory.mktemp("ros"), random.randint(1, 100)
+    os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_LOG_DIR=str(tmp / "log"),
+                      ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")   # this process's rclpy too
+    with node_running(tmp, PARAMS, domain) as tester:
+        yield tester
 
 
 def good_msg(seed=0):
@@ -331,6 +343,61 @@ def test_unknown_solver_exits_with_one_clear_line(tmp_path):
     out = subprocess.run(node_cmd() + ["--ros-args", "-p", "solver:=magic"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 2 and "solver" in out.stderr and "magic" in out.stderr
+
+
+def running(pid):
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def process_tree(pid):
+    """The live descendants of ``pid`` (zombies left out): {pid: command line}."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue                     # not a process, or it ended meanwhile
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            children.setdefault(int(ppid), {})[int(entry.name)] = cmdline
+    tree, todo = {}, [pid]
+    while todo:
+        for child, cmdline in children.get(todo.pop(), {}).items():
+            tree[child] = cmdline
+            todo.append(child)
+    return tree
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree in /proc")
+def test_the_portfolio_races_in_the_node_and_its_workers_end_with_it(tmp_path):
+    """``solver: portfolio``: the members race in worker processes started from a fork server
+    (the node's process runs DDS threads, which a forked child must not inherit), the plan is
+    verified and names the member that won; when the node ends, none of its workers outlives
+    it."""
+    domain = random.randint(101, 200)                 # not the module node's domain
+    params = PARAMS.replace("solver: heuristic", "solver: portfolio")
+    with node_running(tmp_path, params, domain) as tester:
+        state = solve_good(tester)
+        assert state["verified"] and state["goals_published"]
+        with tester.lock:
+            plan = json.loads(tester.got["plan"][-1][1].data)
+        assert plan["solver"]["name"] == "portfolio"
+        assert plan["solver"]["member"] in ("diffusion", "heuristic", "cpsat")
+        workers = process_tree(tester.proc.pid)
+        assert any("forkserver" in cmd for cmd in workers.values()), workers
+        assert len(workers) >= 3, workers     # the fork server, diffusion's and heuristic's
+    end = time.monotonic() + 15.0
+    while any(running(p) for p in workers) and time.monotonic() < end:
+        time.sleep(0.1)
+    alive = {p: cmd for p, cmd in workers.items() if running(p)}
+    assert not alive, f"portfolio workers outlived the node: {alive}"
 
 
 def test_latest_cloud_wins_while_solving(ros):

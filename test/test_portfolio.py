@@ -347,6 +347,20 @@ def test_while_no_member_has_answered_the_first_answer_is_waited_for(monkeypatch
     np.testing.assert_allclose(cands.poses[0], solution)
 
 
+def test_a_start_method_can_be_asked_for_and_a_wrong_one_is_refused():
+    """The node asks for ``forkserver`` (its process runs DDS threads); an unknown method is
+    refused with the allowed ones named."""
+    def ask(method):
+        return SolverConfig(solver="portfolio", device="cpu", options={"start_method": method})
+
+    assert portfolio.start_method(ask("forkserver")) == "forkserver"
+    with pytest.raises(ValueError, match="'threads' is not one of fork, .*forkserver"):
+        portfolio.start_method(ask("threads"))
+    with pytest.raises(ValueError, match="start_method"):
+        portfolio.PortfolioSolver(replace(ask("threads"), options={
+            "start_method": "threads", "members": ["heuristic"]}))
+
+
 def test_spawned_workers_solve_too(monkeypatch, easy):
     """Where the members may use CUDA the workers are spawned, not forked (a forked child cannot
     use CUDA): a spawned worker imports the registry itself and solves as a forked one does."""

@@ -36,7 +36,9 @@ again for the next solve, and the race goes on with the others.
 
 Workers are forked where the start method exists and nothing has put the members on CUDA (a
 forked child inherits the registry, e.g. a solver registered by a script, and starts in
-milliseconds); with CUDA they are spawned (CUDA cannot be used in a forked child). Jobs and
+milliseconds); with CUDA they are spawned (CUDA cannot be used in a forked child).
+``options["start_method"]`` overrides this: the ROS node, whose process runs DDS threads, asks
+for ``forkserver`` (a fork of a multi-threaded process may deadlock in the child). Jobs and
 replies cross a private pipe between the portfolio's own processes (``multiprocessing``
 serializes them); nothing from outside is read from it.
 """
@@ -88,7 +90,8 @@ class PortfolioSolver:
         if unknown or not names:
             raise ValueError(f"portfolio members: unknown {unknown or names!r} "
                              f"(allowed: {', '.join(sorted(set(SOLVERS) - {'portfolio'}))})")
-        shared = {k: v for k, v in config.options.items() if k != "members"}  # e.g. domain
+        shared = {k: v for k, v in config.options.items()      # e.g. domain
+                  if k not in ("members", "start_method")}
         method = start_method(config)
         workers = {n: _Worker(n, replace(config, solver=n, options=shared), method)
                    for n in names}
@@ -184,11 +187,25 @@ class PortfolioSolver:
 
 
 def start_method(config: SolverConfig) -> str:
-    """``fork`` (the child inherits the solver registry and starts at once) unless the members
-    may use CUDA, which a forked child cannot; then ``spawn``."""
+    """``config.options["start_method"]`` when given (``forkserver``: what a process running
+    other threads, e.g. the ROS node's DDS threads, should ask for: a fork of a multi-threaded
+    process may deadlock in the child); else ``fork`` (the child inherits the solver registry and
+    starts at once) unless the members may use CUDA, which a forked child cannot; then ``spawn``.
+
+    Raises:
+        ValueError: an unknown start method, or ``fork`` with CUDA.
+    """
+    cuda = resolve_device(config.device).type == "cuda"
+    asked = config.options.get("start_method")
+    if asked is not None:
+        allowed = [m for m in mp.get_all_start_methods() if not (cuda and m == "fork")]
+        if asked not in allowed:
+            raise ValueError(f"portfolio start_method: {asked!r} is not one of "
+                             f"{', '.join(allowed)}{' (CUDA cannot run in a forked child)' * cuda}")
+        return asked
     if "fork" not in mp.get_all_start_methods():
         return "spawn"
-    return "spawn" if resolve_device(config.device).type == "cuda" else "fork"
+    return "spawn" if cuda else "fork"
 
 
 class _Worker:
