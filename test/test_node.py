@@ -345,28 +345,34 @@ def test_unknown_solver_exits_with_one_clear_line(tmp_path):
     assert out.returncode == 2 and "solver" in out.stderr and "magic" in out.stderr
 
 
+def proc_stat(pid):
+    """(state, parent pid) of process ``pid`` from /proc, or None when there is no such process
+    (any more)."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return state, int(ppid)
+
+
 def running(pid):
     """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def process_tree(pid):
     """The live descendants of ``pid`` (zombies left out): {pid: command line}."""
     children = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        stat = proc_stat(entry.name) if entry.name.isdigit() else None
+        if stat is None or stat[0] == "Z":
+            continue                     # not a process, it ended meanwhile, or a zombie
         try:
-            stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError):
-            continue                     # not a process, or it ended meanwhile
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if state != "Z":
-            children.setdefault(int(ppid), {})[int(entry.name)] = cmdline
+            continue
+        children.setdefault(stat[1], {})[int(entry.name)] = cmdline
     tree, todo = {}, [pid]
     while todo:
         for child, cmdline in children.get(todo.pop(), {}).items():
