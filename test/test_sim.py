@@ -13,7 +13,9 @@ from robot_packer.problem import Container, Item, PackingProblem, Plan, save_pla
 from robot_packer.sim.camera import DepthCamera, look_from, render_scene_cloud
 from robot_packer.sim.cli_verify import run_verify
 from robot_packer.sim.execute import execute_plan
+from robot_packer.sim.robot import IKSettings, Panda, flip_about_z, quat_angle, tool_quat
 from robot_packer.sim.verify import verify_plan
+from robot_packer.sim.world import SimWorld
 
 # Four boxes on the table beside a 40 x 30 x 12 cm container, and a packing that is good.
 ITEMS = (Item("a", [0.12, 0.06, 0.10], [0.35, -0.45, 0.05, 0.4], mass=0.5),
@@ -218,6 +220,36 @@ def test_camera_noise_is_seeded():
     b = render_scene_cloud(prob, [cam], np.random.default_rng(3), robot=False)
     c = render_scene_cloud(prob, [cam], np.random.default_rng(4), robot=False)
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+
+
+def test_ik_straight_above_a_pose_from_its_joints_stays_on_their_branch_in_fewer_calls():
+    # Verification holds each object straight above its pick and place (sim/reach.py); started
+    # from the joints at the pose, as the executor tracks that line, the IK keeps the arm's
+    # branch and needs fewer of Bullet's IK calls than from the default seeds.
+    with SimWorld(problem(), GOOD, frame="container", visuals=False) as world:
+        panda = Panda(world.client, world.robot_id)
+        calls = []
+        bullet_ik = world.client.calculateInverseKinematics
+        world.client.calculateInverseKinematics = lambda *a, **k: calls.append(1) or bullet_ik(
+            *a, **k)
+        settings, quat = IKSettings(), tool_quat(0.4)
+        low = np.array([0.62, 0.08, 0.10])
+        high = low + [0.0, 0.0, 0.15]
+        q_low = panda.solve_ik(low, quat, settings)
+        assert q_low is not None
+        cold = len(calls)
+        assert panda.solve_ik(high, quat, settings) is not None
+        cold = len(calls) - cold
+        warm = len(calls)
+        q_high = panda.solve_ik(high, quat, settings, start=q_low)
+        warm = len(calls) - warm
+        assert q_high is not None
+        tcp, held = panda.tcp_pose()
+        assert np.linalg.norm(tcp - high) <= settings.pos_tol
+        turned = min(quat_angle(held, quat), quat_angle(held, flip_about_z(quat)))
+        assert turned <= np.radians(settings.ang_tol_deg)
+        assert np.abs(q_high - q_low).max() < 0.8          # one branch: no joint swings round
+        assert warm < cold, (warm, cold)
 
 
 def test_panda_executes_a_verified_plan_within_tolerance():

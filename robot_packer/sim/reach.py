@@ -166,14 +166,16 @@ def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequenc
         accept = (lambda: not hits()[0]) if arm_collisions else None
         tool = " (suction tool)" if panda.tool == "suction" else ""
         verb = "placing" if key == "place" else "picking"
-        if panda.solve_ik(pos, quat, ik, flip=flip, accept=accept) is None:
+        q = panda.solve_ik(pos, quat, ik, flip=flip, accept=accept)
+        if q is None:
             if accept is None or panda.solve_ik(pos, quat, ik, flip=flip) is None:
                 return (f"reachable: no Panda IK solution{tool} to {key} {problem.ids[i]} at "
                         f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})"), []
             what, neighbours = hits()
             return f"reachable: {verb} {problem.ids[i]} the arm {what}", neighbours
         above = _above(problem, st, i, pos)
-        if panda.solve_ik(above, quat, ik, flip=flip, accept=accept) is None:
+        # from the pose's joints, as the executor tracks the line: the same branch, fast
+        if panda.solve_ik(above, quat, ik, flip=flip, accept=accept, start=q) is None:
             neighbours = ([] if accept is None or panda.solve_ik(above, quat, ik, flip=flip) is None
                           else hits()[1])
             return (f"reachable: {verb} {problem.ids[i]}, no Panda IK solution{tool} with the "

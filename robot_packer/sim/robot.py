@@ -242,8 +242,8 @@ class Panda:
 
     def solve_ik(self, pos: Sequence[float], quat: Sequence[float],
                  settings: IKSettings = IKSettings(), max_seeds: int | None = None,
-                 flip: bool = True, accept: Callable[[], bool] | None = None
-                 ) -> np.ndarray | None:
+                 flip: bool = True, accept: Callable[[], bool] | None = None,
+                 start: Sequence[float] | None = None) -> np.ndarray | None:
         """Joint angles (7,) that put the TCP at ``pos``/``quat`` within tolerance, or None.
 
         Tries the given orientation and (``flip``) its half turn about the tool z axis (the
@@ -251,11 +251,20 @@ class Panda:
         turn), from several seeds, refining each by repeated calls of Bullet's damped null-space
         IK; a solution must lie within the joint limits and, with ``accept``, pass it (called
         with the arm at the solution: e.g. the arm clear of the container, where another seed
-        may bend the elbow the other way). Leaves the arm at the solution (or at the last
-        attempt).
+        may bend the elbow the other way). ``start``: joints near the answer (e.g. the solution
+        a few centimetres below, on the same straight line), refined first toward the goal
+        orientation nearer its own, so the arm stays on that branch and the IK converges in a
+        call or two. Leaves the arm at the solution (or at the last attempt).
         """
+        goals = [tuple(quat), flip_about_z(quat)] if flip else [tuple(quat)]
+        if start is not None:
+            self.set_arm(start)
+            held = self.tcp_pose()[1]
+            near = min(goals, key=lambda g: quat_angle(held, g))
+            q = self.refine(start, pos, near, settings)
+            if q is not None and (accept is None or accept()):
+                return q
         seeds = self.seeds(pos)[:max_seeds]
-        goals = (tuple(quat), flip_about_z(quat)) if flip else (tuple(quat),)
         for q_goal in goals:
             for seed in seeds:
                 q = self.refine(seed, pos, q_goal, settings)
