@@ -252,6 +252,27 @@ def test_ik_straight_above_a_pose_from_its_joints_stays_on_their_branch_in_fewer
         assert warm < cold, (warm, cold)
 
 
+def test_ik_refinement_that_stalls_is_decided_without_the_remaining_calls():
+    # Bullet's IK from one seed settles within a call or two: a pose out of reach is given up
+    # once the TCP stops coming closer, a reachable one accepted within tolerance.
+    with SimWorld(problem(), GOOD, frame="container", visuals=False) as world:
+        panda = Panda(world.client, world.robot_id)
+        calls = []
+        bullet_ik = world.client.calculateInverseKinematics
+        world.client.calculateInverseKinematics = lambda *a, **k: calls.append(1) or bullet_ik(
+            *a, **k)
+        settings, quat = IKSettings(), tool_quat(0.4)
+        seed = panda.seeds([0.6, 0.0, 0.1])[0]
+        assert panda.refine(seed, [1.6, 0.0, 0.1], quat, settings) is None      # 1.6 m away
+        assert len(calls) < settings.refinements
+        calls.clear()
+        q = panda.refine(seed, [0.6, 0.05, 0.15], quat, settings)
+        assert q is not None and len(calls) < settings.refinements
+        tcp, held = panda.tcp_pose()
+        assert np.linalg.norm(tcp - [0.6, 0.05, 0.15]) <= settings.pos_tol
+        assert quat_angle(held, quat) <= np.radians(settings.ang_tol_deg)
+
+
 def test_panda_executes_a_verified_plan_within_tolerance():
     prob = problem()
     plan = Plan("solved", placements={i: list(map(float, p)) for i, p in zip(prob.ids, GOOD)})

@@ -45,6 +45,13 @@ SUCTION_TIP_LINK = "panda_suction_tip"
 HAND_YAW_ON_FLANGE = -math.pi / 4  # rad, the Franka hand's (and the suction tip's) turn on link 8
 
 
+STALL = 0.05  # an IK refinement call that brings the TCP closer by less than this share of the
+#               tolerances (position and orientation) has stalled: the next calls end where it
+#               did. Within tolerance the solution is accepted then, twice the tolerance away it is
+#               given up (dense N = 10 plans: 382 of 517 solutions sat 1-2 mm off from the 2nd
+#               of 6 calls on; every failing refinement used all 6)
+
+
 @dataclass(frozen=True)
 class IKSettings:
     """Acceptance of an IK solution (DESIGN: position <= 1 cm, orientation <= 5 deg)."""
@@ -246,25 +253,21 @@ class Panda:
                  start: Sequence[float] | None = None) -> np.ndarray | None:
         """Joint angles (7,) that put the TCP at ``pos``/``quat`` within tolerance, or None.
 
-        Tries the given orientation and (``flip``) its half turn about the tool z axis (the
+        Tries the given orientation and (``flip``) then its half turn about the tool z axis (the
         parallel gripper is symmetric; turned by a suction cup, a box looks the same after a half
         turn), from several seeds, refining each by repeated calls of Bullet's damped null-space
         IK; a solution must lie within the joint limits and, with ``accept``, pass it (called
         with the arm at the solution: e.g. the arm clear of the container, where another seed
-        may bend the elbow the other way). ``start``: joints near the answer (e.g. the solution
-        a few centimetres below, on the same straight line), refined first toward the goal
-        orientation nearer its own, so the arm stays on that branch and the IK converges in a
-        call or two. Leaves the arm at the solution (or at the last attempt).
+        may bend the elbow the other way). ``start``: joints near the answer (the solution a few
+        centimetres below on the same straight line, or at a nearby pose), the first seed
+        for each orientation: from there the IK converges in a call or two instead of six from
+        the default seeds, and the arm keeps that solution's branch. Leaves the arm at the
+        solution (or at the last attempt).
         """
-        goals = [tuple(quat), flip_about_z(quat)] if flip else [tuple(quat)]
-        if start is not None:
-            self.set_arm(start)
-            held = self.tcp_pose()[1]
-            near = min(goals, key=lambda g: quat_angle(held, g))
-            q = self.refine(start, pos, near, settings)
-            if q is not None and (accept is None or accept()):
-                return q
         seeds = self.seeds(pos)[:max_seeds]
+        if start is not None:
+            seeds.insert(0, np.clip(np.asarray(start, float), self.lower[:7], self.upper[:7]))
+        goals = (tuple(quat), flip_about_z(quat)) if flip else (tuple(quat),)
         for q_goal in goals:
             for seed in seeds:
                 q = self.refine(seed, pos, q_goal, settings)
@@ -281,6 +284,7 @@ class Panda:
         self.set_arm(seed)
         tol_ang = math.radians(settings.ang_tol_deg)
         rest = [float(v) for v in seed] + [FINGER_MAX] * len(self.fingers)
+        last = (math.inf, math.inf)
         for _ in range(settings.refinements):
             sol = self.client.calculateInverseKinematics(
                 self.body, self.tcp_link, target, list(quat), lowerLimits=lo, upperLimits=hi,
@@ -291,6 +295,12 @@ class Panda:
             pe, ae = self.pose_error(target, quat)
             if pe <= 0.1 * settings.pos_tol and ae <= 0.1 * tol_ang:
                 return q
+            stalled = (last[0] - pe < STALL * settings.pos_tol
+                       and last[1] - ae < STALL * tol_ang)
+            if stalled and (pe <= settings.pos_tol and ae <= tol_ang
+                            or pe > 2 * settings.pos_tol or ae > 2 * tol_ang):
+                break            # more calls would end where this one did: decided now
+            last = (pe, ae)
         return q if pe <= settings.pos_tol and ae <= tol_ang else None
 
     def pose_error(self, pos: Sequence[float], quat: Sequence[float]) -> tuple[float, float]:
