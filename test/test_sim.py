@@ -1,6 +1,7 @@
 """PyBullet stage: verification verdicts, the simulated depth camera, Panda execution, CLI."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -222,16 +223,22 @@ def test_camera_noise_is_seeded():
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
 
 
-def test_ik_straight_above_a_pose_from_its_joints_stays_on_their_branch_in_fewer_calls():
-    # Verification holds each object straight above its pick and place (sim/reach.py); started
-    # from the joints at the pose, as the executor tracks that line, the IK keeps the arm's
-    # branch and needs fewer of Bullet's IK calls than from the default seeds.
+@contextlib.contextmanager
+def counted_ik():
+    """The Panda in the good packing's world, and a list growing by one per Bullet IK call."""
     with SimWorld(problem(), GOOD, frame="container", visuals=False) as world:
-        panda = Panda(world.client, world.robot_id)
         calls = []
         bullet_ik = world.client.calculateInverseKinematics
         world.client.calculateInverseKinematics = lambda *a, **k: calls.append(1) or bullet_ik(
             *a, **k)
+        yield Panda(world.client, world.robot_id), calls
+
+
+def test_ik_straight_above_a_pose_from_its_joints_stays_on_their_branch_in_fewer_calls():
+    # Verification holds each object straight above its pick and place (sim/reach.py); started
+    # from the joints at the pose, as the executor tracks that line, the IK keeps the arm's
+    # branch and needs fewer of Bullet's IK calls than from the default seeds.
+    with counted_ik() as (panda, calls):
         settings, quat = IKSettings(), tool_quat(0.4)
         low = np.array([0.62, 0.08, 0.10])
         high = low + [0.0, 0.0, 0.15]
@@ -255,12 +262,7 @@ def test_ik_straight_above_a_pose_from_its_joints_stays_on_their_branch_in_fewer
 def test_ik_refinement_that_stalls_is_decided_without_the_remaining_calls():
     # Bullet's IK from one seed settles within a call or two: a pose out of reach is given up
     # once the TCP stops coming closer, a reachable one accepted within tolerance.
-    with SimWorld(problem(), GOOD, frame="container", visuals=False) as world:
-        panda = Panda(world.client, world.robot_id)
-        calls = []
-        bullet_ik = world.client.calculateInverseKinematics
-        world.client.calculateInverseKinematics = lambda *a, **k: calls.append(1) or bullet_ik(
-            *a, **k)
+    with counted_ik() as (panda, calls):
         settings, quat = IKSettings(), tool_quat(0.4)
         seed = panda.seeds([0.6, 0.0, 0.1])[0]
         assert panda.refine(seed, [1.6, 0.0, 0.1], quat, settings) is None      # 1.6 m away
