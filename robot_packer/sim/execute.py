@@ -26,7 +26,7 @@ import numpy as np
 from robot_packer.geometry import half_extents_xy_np
 from robot_packer.problem import PackingProblem, Plan
 from robot_packer.sim._bullet import p
-from robot_packer.sim.robot import HOME, IKSettings, Panda, flip_about_z, quat_angle
+from robot_packer.sim.robot import HOME, IKSettings, Panda
 from robot_packer.sim.render import render_cell
 from robot_packer.sim.reach import CARRY_CLEARANCE, WIDE_OPEN, finger_opening
 from robot_packer.sim.verify import plan_inputs
@@ -192,9 +192,7 @@ class _Arm:
                                 accept=clear if start == pos[2] else None)
         if q is None:
             return []
-        _, held = self.panda.tcp_pose()
-        flipped = flip_about_z(quat)         # the turn the IK found, kept all the way
-        quat = tuple(quat) if quat_angle(held, quat) <= quat_angle(held, flipped) else flipped
+        quat = self.panda.held_turn(quat)    # the turn the IK found, kept all the way
         line = [(float(start), self._polished(q, at, quat))]
         n = max(1, int(math.ceil(abs(end - start) / self.s.waypoint_step)))
         for k in range(1, n + 1):

@@ -18,8 +18,7 @@ from robot_packer import constraints as C
 from robot_packer.constraints import TOL
 from robot_packer.deadline import Deadline
 from robot_packer.problem import PackingProblem
-from robot_packer.sim.robot import (FINGER_MAX, IKSettings, Panda, flip_about_z, quat_angle,
-                                    turn_about_z)
+from robot_packer.sim.robot import FINGER_MAX, IKSettings, Panda, turn_about_z
 from robot_packer.sim.world import SimWorld
 
 
@@ -179,9 +178,7 @@ def _reach_step(world: SimWorld, panda: Panda, st: dict, i: int, placed: Sequenc
                         f"({pos[0]:.3f}, {pos[1]:.3f}, {pos[2]:.3f})"), []
             what, neighbours = hits()
             return f"reachable: {verb} {problem.ids[i]} the arm {what}", neighbours
-        held = panda.tcp_pose()[1]
-        if flip and quat_angle(held, flip_about_z(quat)) < quat_angle(held, quat):
-            quat = flip_about_z(quat)        # the half turn the arm holds at the pose
+        quat = panda.held_turn(quat)         # the half turn the arm holds at the pose, if so
         above = _above(problem, st, i, pos)
         if panda.solve_ik(above, quat, ik, flip=flip, accept=accept, start=q) is None:
             neighbours = ([] if accept is None or panda.solve_ik(above, quat, ik, flip=flip) is None

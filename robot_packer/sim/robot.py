@@ -231,6 +231,13 @@ class Panda:
             pos = pos + rot[:, 2] * self.tcp_offset
         return pos, quat
 
+    def held_turn(self, quat: Sequence[float]) -> tuple[float, float, float, float]:
+        """``quat`` or its half turn about the tool axis, whichever the TCP holds now (after
+        :meth:`solve_ik`, which may have reached either: the one to keep along a straight line)."""
+        _, held = self.tcp_pose()
+        flipped = flip_about_z(quat)
+        return tuple(quat) if quat_angle(held, quat) <= quat_angle(held, flipped) else flipped
+
     def within_limits(self, q: Sequence[float], eps: float = 1e-6) -> bool:
         """Whether arm joints ``q`` lie within the URDF limits."""
         q = np.asarray(q)
